@@ -1,0 +1,1 @@
+"""fewshot-exp: a Hydra-configured experiment runner for few-shot learning research."""

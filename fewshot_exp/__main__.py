@@ -1,0 +1,72 @@
+"""`python -m fewshot_exp [overrides]`: the Hydra entry point. Wiring only.
+
+A user's mistake (bad override, unknown option, out-of-range value, missing data) is printed as
+one line `error: ...` with exit code 2 and no traceback; a bug still shows its full traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fewshot_exp.config import register_configs
+from fewshot_exp.errors import UserError
+from fewshot_exp.train import DivergedError
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+register_configs()
+
+
+def run_name(overrides: str, experiment_name: str) -> str:
+    return overrides or experiment_name
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    from fewshot_exp.run import run_experiment
+
+    hc = HydraConfig.get()
+    multirun = hc.mode.name == "MULTIRUN"
+    group = cfg.logger.group or (Path(hc.sweep.dir).name if multirun else cfg.experiment_name)
+    results = run_experiment(cfg, Path(hc.runtime.output_dir), name=run_name(hc.job.override_dirname, cfg.experiment_name),
+                             group=group, choices=dict(hc.runtime.choices))
+    print(f"test accuracy: {100 * results['test/acc']:.2f}% ± {100 * results['test/acc_ci95']:.2f}% "
+          f"(95% CI over {results['test/episodes']} episodes, {cfg.episode.n_way}-way {cfg.episode.k_shot}-shot)")
+    if "test/lake_error" in results:
+        print(f"Omniglot one-shot runs: {results['test/lake_error']:.2f}% mean error")
+    print(f"run dir: {hc.runtime.output_dir}")
+    return results["val/best_acc"]
+
+
+def one_line(e: BaseException) -> str:
+    """Hydra/OmegaConf messages span several lines (full_key, object_type, options); join them."""
+    parts = [str(e)]
+    if e.__cause__ is not None and str(e.__cause__) not in parts[0]:
+        parts.append(str(e.__cause__))
+    text = "; ".join(p for p in parts if p)
+    text = re.sub(r"\s*\n\s*", " | ", text.strip())
+    return text
+
+
+def cli() -> None:
+    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
+    try:
+        main()
+    except (UserError, DivergedError, HydraException, OmegaConfBaseException) as e:
+        if user_wants_traceback:
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,45 @@
+"""What every few-shot algorithm shares: episode in, query logits out.
+
+An algorithm is an `nn.Module` built from an encoder and a distance; `forward(episode)` returns
+logits [T, N*Q, N] for the query images of each task. The training loop and the evaluation
+protocol only ever call `forward` and `loss`, so they never know which algorithm runs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fewshot_exp.data.episodes import Episode
+
+
+def class_means(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+    """Mean embedding of each class: embeddings [T, S, D], labels [T, S] -> [T, N, D]."""
+    one_hot = F.one_hot(labels, n_way).to(embeddings.dtype)  # [T, S, N]
+    sums = one_hot.transpose(1, 2) @ embeddings  # [T, N, D]
+    return sums / one_hot.sum(1).unsqueeze(-1).clamp_min(1)
+
+
+class FewShotAlgorithm(nn.Module):
+    def __init__(self, encoder: nn.Module, distance: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.distance = distance
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [T, M, C, H, W] -> embeddings [T, M, D] in one encoder pass."""
+        return self.encoder(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+
+    def embed_episode(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+        """(support [T, N*K, D], query [T, N*Q, D]) embeddings from a single encoder pass."""
+        n_support = episode.support_x.shape[1]
+        z = self.embed(torch.cat([episode.support_x, episode.query_x], 1))
+        return z[:, :n_support], z[:, n_support:]
+
+    def forward(self, episode: Episode) -> torch.Tensor:  # [T, N*Q, N]
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, episode: Episode) -> torch.Tensor:
+        """Mean cross-entropy over all query images of all tasks."""
+        return F.cross_entropy(logits.flatten(0, 1), episode.query_y.flatten())

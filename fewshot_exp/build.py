@@ -1,0 +1,59 @@
+"""From a composed config to the objects of an experiment: device, data splits, samplers, model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+
+from fewshot_exp.algorithms.base import FewShotAlgorithm
+from fewshot_exp.config import train_shape
+from fewshot_exp.data import DATASETS
+from fewshot_exp.data.episodes import EpisodeSampler, check_shape
+from fewshot_exp.data.imageset import Splits
+from fewshot_exp.distances import Distance
+from fewshot_exp.errors import UserError
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA GPU is available; use device=auto or device=cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def load_splits(cfg: Any, device: torch.device) -> Splits:
+    splits = DATASETS[cfg.dataset.name](cfg.dataset)
+    check_episode_shapes(cfg, splits)
+    return splits.to(device)
+
+
+def check_episode_shapes(cfg: Any, splits: Splits) -> None:
+    """Fail before training if any split cannot fill its episodes."""
+    t, e = train_shape(cfg), cfg.episode
+    check_shape(splits.train, "train", t.n_way, t.k_shot, t.n_query)
+    check_shape(splits.val, "validation", e.n_way, e.k_shot, e.n_query)
+    check_shape(splits.test, "test", e.n_way, e.k_shot, e.n_query)
+
+
+def samplers(cfg: Any, splits: Splits, seed: int) -> dict[str, EpisodeSampler]:
+    """Train, validation and test samplers with independent generators (seed, seed+1, seed+2)."""
+    device = splits.train.images.device
+    t, e = train_shape(cfg), cfg.episode
+
+    def gen(offset: int) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(seed + offset)
+
+    return {
+        "train": EpisodeSampler(splits.train, t.n_way, t.k_shot, t.n_query, t.tasks, gen(0), "train"),
+        "val": EpisodeSampler(splits.val, e.n_way, e.k_shot, e.n_query, e.tasks, gen(1), "validation"),
+        "test": EpisodeSampler(splits.test, e.n_way, e.k_shot, e.n_query, e.tasks, gen(2), "test"),
+    }
+
+
+def build_algorithm(cfg: Any, in_channels: int, device: torch.device) -> FewShotAlgorithm:
+    encoder = instantiate(cfg.encoder, in_channels=in_channels)
+    distance = Distance(cfg.distance.name, cfg.distance.temperature, cfg.distance.learn_temperature)
+    return instantiate(cfg.algorithm, encoder=encoder, distance=distance).to(device)

@@ -1,0 +1,53 @@
+"""Checkpoints: written atomically, read safely.
+
+A checkpoint is a dict of tensors and plain Python values. It is written to a temporary file in
+the same directory, fsynced and moved over the old one with `os.replace`, so a crash or a full
+disk mid-write never leaves a half-written file under the real name. It is read with
+`torch.load(weights_only=True)`, which never executes pickled code; any file that is not a
+fewshot-exp checkpoint gives a one-line UserError naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fewshot_exp.errors import UserError
+
+FORMAT = "fewshot-exp-checkpoint-v1"
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated, corrupted, or a pickle that weights_only refuses
+        raise UserError(f"checkpoint {path} is unreadable or not a safe tensor checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"checkpoint {path} is not a fewshot-exp checkpoint (no '{FORMAT}' marker)")
+    return state

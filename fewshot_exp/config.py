@@ -1,0 +1,205 @@
+"""Structured-config schemas: every YAML in conf/ is validated against one of these dataclasses.
+
+Types and enum choices are checked by OmegaConf when the config is composed (so
+`episode.k_shot=abc` or `device=gpu` fails before any work); ranges and cross-field rules are
+checked by `validate` right after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from fewshot_exp.errors import UserError
+
+
+class Device(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Background(Enum):
+    full = "full"
+    small1 = "small1"
+    small2 = "small2"
+
+
+class LoggerMode(Enum):
+    auto = "auto"  # online when logged in to W&B, offline otherwise
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: Optional[str] = None
+    image_size: int = 28
+    val_alphabets: int = 2  # background alphabets held out for validation (hyperparameters, best checkpoint)
+    rotation_classes: bool = False  # add 90/180/270-degree rotations of training classes as new classes
+
+
+@dataclass
+class GlyphsConfig(DatasetConfig):
+    name: str = "glyphs"
+    renderings: int = 20  # images per character
+    generator_seed: int = 0  # the dataset is a pure function of its settings
+
+
+@dataclass
+class OmniglotConfig(DatasetConfig):
+    name: str = "omniglot"
+    background: Background = Background.full
+    rotation_classes: bool = True
+    download: bool = False
+
+
+@dataclass
+class EncoderConfig:
+    _target_: str = MISSING
+
+
+@dataclass
+class Conv4Config(EncoderConfig):
+    _target_: str = "fewshot_exp.encoders.Conv4"
+    hidden: int = 64
+    out_channels: int = 64
+    channels_last: bool = True
+
+
+@dataclass
+class DistanceConfig:
+    name: str = MISSING  # l2 | cosine | dot
+    temperature: float = 1.0  # logits = -distance / temperature
+    learn_temperature: bool = False
+
+
+@dataclass
+class EpisodeShape:
+    n_way: int = 5
+    k_shot: int = 5
+    n_query: int = 15
+    tasks: int = 1  # tasks per meta-batch
+
+
+@dataclass
+class TrainEpisodeShape:
+    """Training episodes; each unset field takes the test episode's value."""
+
+    n_way: Optional[int] = None
+    k_shot: Optional[int] = None
+    n_query: Optional[int] = None
+    tasks: Optional[int] = None
+
+
+@dataclass
+class AlgorithmConfig:
+    _target_: str = MISSING
+
+
+@dataclass
+class ProtoNetConfig(AlgorithmConfig):
+    _target_: str = "fewshot_exp.algorithms.protonet.ProtoNet"
+
+
+@dataclass
+class TrainConfig:
+    episodes: int = 2000
+    lr: float = 1e-3
+    lr_step: int = 1000  # episodes between learning-rate decays
+    lr_gamma: float = 0.5
+    weight_decay: float = 0.0
+    episode: TrainEpisodeShape = field(default_factory=TrainEpisodeShape)
+    log_every: int = 50
+    val_every: int = 250
+    val_episodes: int = 200
+    amp: bool = False  # bf16 autocast on CUDA
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = 1000
+    batch_images: int = 4096  # images per forward pass when evaluating many episodes at once
+    lake_runs: Optional[str] = None  # dir of Omniglot one-shot runs (run01..run20) to report test/lake_error
+
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING  # wandb | none
+    project: str = "fewshot-exp"
+    entity: Optional[str] = None
+    mode: LoggerMode = LoggerMode.auto
+    group: Optional[str] = None  # default: the sweep dir for multiruns, the experiment name otherwise
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    dataset: Any = MISSING
+    encoder: Any = MISSING
+    algorithm: Any = MISSING
+    distance: DistanceConfig = MISSING
+    episode: EpisodeShape = field(default_factory=EpisodeShape)
+    logger: LoggerConfig = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    experiment_name: str = "default"
+    seed: int = 0
+    device: Device = Device.auto
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="dataset", name="base_glyphs", node=GlyphsConfig)
+    cs.store(group="dataset", name="base_omniglot", node=OmniglotConfig)
+    cs.store(group="encoder", name="base_conv4", node=Conv4Config)
+    cs.store(group="algorithm", name="base_protonet", node=ProtoNetConfig)
+    cs.store(group="distance", name="base_distance", node=DistanceConfig)
+    cs.store(group="logger", name="base_logger", node=LoggerConfig)
+
+
+def train_shape(cfg: Any) -> EpisodeShape:
+    """The training episode shape: `train.episode.*` where set, else the test `episode.*`."""
+    t = cfg.train.episode
+    e = cfg.episode
+    return EpisodeShape(
+        n_way=e.n_way if t.n_way is None else t.n_way,
+        k_shot=e.k_shot if t.k_shot is None else t.k_shot,
+        n_query=e.n_query if t.n_query is None else t.n_query,
+        tasks=e.tasks if t.tasks is None else t.tasks,
+    )
+
+
+def _positive(name: str, value: Any) -> None:
+    if value is None or value <= 0:
+        raise UserError(f"{name} must be positive, got {value}")
+
+
+def validate(cfg: Any) -> None:
+    """Range and consistency checks that types alone cannot express; raises UserError."""
+    for prefix, shape in (("episode", cfg.episode), ("train.episode", train_shape(cfg))):
+        for key in ("n_way", "k_shot", "n_query", "tasks"):
+            _positive(f"{prefix}.{key}", getattr(shape, key))
+    if cfg.episode.n_way < 2 or train_shape(cfg).n_way < 2:
+        raise UserError("n_way must be at least 2 (a 1-way task has nothing to classify)")
+    for key in ("episodes", "log_every", "val_every", "val_episodes", "lr_step"):
+        _positive(f"train.{key}", cfg.train[key])
+    for key in ("lr", "lr_gamma"):
+        _positive(f"train.{key}", cfg.train[key])
+    if cfg.train.weight_decay < 0:
+        raise UserError(f"train.weight_decay must be >= 0, got {cfg.train.weight_decay}")
+    _positive("eval.episodes", cfg.eval.episodes)
+    _positive("eval.batch_images", cfg.eval.batch_images)
+    _positive("dataset.image_size", cfg.dataset.image_size)
+    if cfg.dataset.val_alphabets < 1:
+        raise UserError(f"dataset.val_alphabets must be at least 1, got {cfg.dataset.val_alphabets}")
+    if cfg.distance.name not in ("l2", "cosine", "dot"):
+        raise UserError(f"distance.name must be one of l2, cosine, dot, got {cfg.distance.name!r}")
+    _positive("distance.temperature", cfg.distance.temperature)

@@ -1,0 +1,80 @@
+"""Episodes and the episode sampler: N classes, K support + Q query images per class, T tasks.
+
+Sampling is vectorised over tasks and classes (no per-image Python work) and drawn from a
+`torch.Generator` seeded by the run, so the same seed gives the same episodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fewshot_exp.data.imageset import ImageSet
+from fewshot_exp.errors import UserError
+
+
+@dataclass
+class Episode:
+    support_x: torch.Tensor  # [T, N*K, C, H, W] float in [0, 1]
+    support_y: torch.Tensor  # [T, N*K] int64 in 0..N-1
+    query_x: torch.Tensor  # [T, N*Q, C, H, W]
+    query_y: torch.Tensor  # [T, N*Q]
+    n_way: int
+
+    @property
+    def tasks(self) -> int:
+        return self.support_x.shape[0]
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float in [0, 1]."""
+    return x.float().div_(255.0)
+
+
+def check_shape(split: ImageSet, split_name: str, n_way: int, k_shot: int, n_query: int) -> None:
+    """Raise a one-line UserError if the split cannot fill an N-way K-shot Q-query episode."""
+    if n_way > split.n_classes:
+        raise UserError(
+            f"n_way={n_way} is more than the {split.n_classes} classes of the {split_name} split; use n_way <= {split.n_classes}"
+        )
+    if k_shot + n_query > split.min_per_class:
+        raise UserError(
+            f"k_shot + n_query = {k_shot} + {n_query} is more than the {split.min_per_class} images per class of the "
+            f"{split_name} split; use k_shot + n_query <= {split.min_per_class}"
+        )
+
+
+class EpisodeSampler:
+    """Draws batches of tasks from one split. All tensors stay on the split's device."""
+
+    def __init__(self, split: ImageSet, n_way: int, k_shot: int, n_query: int, tasks: int, generator: torch.Generator,
+                 split_name: str = "") -> None:
+        check_shape(split, split_name or "data", n_way, k_shot, n_query)
+        self.split, self.n_way, self.k_shot, self.n_query, self.tasks = split, n_way, k_shot, n_query, tasks
+        self.generator = generator
+        self._max_count = int(split.counts.max())
+        self._pad = torch.arange(self._max_count, device=split.images.device)  # [M]
+
+    def sample(self, tasks: int | None = None) -> Episode:
+        tasks = self.tasks if tasks is None else tasks
+        split, n, k, q = self.split, self.n_way, self.k_shot, self.n_query
+        device = split.images.device
+        # Classes: the first n of a random permutation per task.
+        classes = torch.rand(tasks, split.n_classes, generator=self.generator, device=device).argsort(1)[:, :n]  # [T, N]
+        # Images: the first k+q of a random permutation of each class's images (padding slots sort last).
+        counts = split.counts[classes]  # [T, N]
+        keys = torch.rand(tasks, n, self._max_count, generator=self.generator, device=device)
+        keys = keys.masked_fill(self._pad >= counts[..., None], 2.0)
+        within = keys.argsort(2)[..., : k + q]  # [T, N, K+Q]
+        index = split.offsets[classes][..., None] + within  # [T, N, K+Q]
+        x = to_float(split.images[index])  # [T, N, K+Q, C, H, W]
+        labels = torch.arange(n, device=device).view(1, n, 1)
+        y = labels.expand(tasks, n, k + q)
+        return Episode(
+            support_x=x[:, :, :k].flatten(1, 2),
+            support_y=y[:, :, :k].flatten(1, 2),
+            query_x=x[:, :, k:].flatten(1, 2),
+            query_y=y[:, :, k:].flatten(1, 2),
+            n_way=n,
+        )

@@ -1,0 +1,54 @@
+"""Distances between query embeddings and class prototypes, as logits.
+
+    l2:     logit = -||q - p||^2 / t      (squared Euclidean, Snell et al. 2017)
+    cosine: logit =  cos(q, p) / t
+    dot:    logit =  q . p / t
+
+All take queries [T, Q, D] and prototypes [T, N, D] and return logits [T, Q, N]. The temperature t
+is fixed or learned (stored as log t so it stays positive).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def squared_euclidean(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    # ||q||^2 - 2 q.p + ||p||^2, one batched matmul instead of a [T, Q, N, D] difference tensor.
+    q2 = queries.pow(2).sum(-1, keepdim=True)  # [T, Q, 1]
+    p2 = prototypes.pow(2).sum(-1).unsqueeze(1)  # [T, 1, N]
+    return (q2 - 2 * queries @ prototypes.transpose(1, 2) + p2).clamp_min(0)
+
+
+def cosine_similarity(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    return F.normalize(queries, dim=-1) @ F.normalize(prototypes, dim=-1).transpose(1, 2)
+
+
+def dot_product(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    return queries @ prototypes.transpose(1, 2)
+
+
+SIMILARITIES = {
+    "l2": lambda q, p: -squared_euclidean(q, p),
+    "cosine": cosine_similarity,
+    "dot": dot_product,
+}
+
+
+class Distance(nn.Module):
+    def __init__(self, name: str = "l2", temperature: float = 1.0, learn_temperature: bool = False):
+        super().__init__()
+        self.name = name
+        self.similarity = SIMILARITIES[name]
+        log_t = torch.tensor(math.log(temperature))
+        if learn_temperature:
+            self.log_temperature = nn.Parameter(log_t)
+        else:
+            self.register_buffer("log_temperature", log_t)
+
+    def forward(self, queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        return self.similarity(queries, prototypes) / self.log_temperature.exp()

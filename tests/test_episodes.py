@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from conftest import random_imageset
+from fewshot_exp.data.episodes import EpisodeSampler
+from fewshot_exp.errors import UserError
+
+
+def sampler(split, n=5, k=3, q=4, tasks=6, seed=0):
+    return EpisodeSampler(split, n, k, q, tasks, torch.Generator().manual_seed(seed))
+
+
+def image_ids(split, x):
+    """Map each sampled image back to its index in the split (images are random, hence unique)."""
+    flat = split.images.flatten(1).float() / 255
+    return torch.cdist(x.flatten(1), flat).argmin(1)
+
+
+def test_episode_shapes_and_labels():
+    split = random_imageset(12, 10)
+    ep = sampler(split).sample()
+    assert ep.support_x.shape == (6, 15, 1, 28, 28) and ep.query_x.shape == (6, 20, 1, 28, 28)
+    assert ep.support_x.dtype == torch.float32 and 0 <= ep.support_x.min() and ep.support_x.max() <= 1
+    for t in range(6):
+        assert torch.equal(ep.support_y[t].bincount(), torch.full((5,), 3))
+        assert torch.equal(ep.query_y[t].bincount(), torch.full((5,), 4))
+
+
+def test_support_and_query_disjoint_and_classes_consistent():
+    split = random_imageset(12, 10)
+    ep = sampler(split, tasks=20).sample()
+    for t in range(20):
+        s_ids = image_ids(split, ep.support_x[t])
+        q_ids = image_ids(split, ep.query_x[t])
+        assert len(set(s_ids.tolist()) | set(q_ids.tolist())) == 15 + 20  # no image used twice
+        s_cls, q_cls = split.labels[s_ids], split.labels[q_ids]
+        # episode label k always means the same dataset class, in support and query
+        for k in range(5):
+            assert s_cls[ep.support_y[t] == k].unique().numel() == 1
+            assert torch.equal(s_cls[ep.support_y[t] == k].unique(), q_cls[ep.query_y[t] == k].unique())
+        assert s_cls.unique().numel() == 5
+
+
+def test_same_seed_same_episodes_different_seed_different():
+    split = random_imageset(12, 10)
+    a, b, c = sampler(split, seed=3).sample(), sampler(split, seed=3).sample(), sampler(split, seed=4).sample()
+    assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)
+    assert not torch.equal(a.support_x, c.support_x)
+
+
+def test_all_classes_and_images_get_sampled():
+    split = random_imageset(8, 6)
+    ep = sampler(split, n=2, k=1, q=1, tasks=400).sample()
+    seen = image_ids(split, torch.cat([ep.support_x, ep.query_x], 1).flatten(0, 1))
+    assert seen.unique().numel() == 48
+
+
+def test_uneven_class_sizes_never_pad():
+    images = torch.randint(0, 256, (3 + 9 + 5, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.tensor([0] * 3 + [1] * 9 + [2] * 5)
+    from fewshot_exp.data.imageset import ImageSet
+
+    split = ImageSet(images, labels, ["a", "b", "c"])
+    ep = EpisodeSampler(split, 3, 1, 2, 50, torch.Generator().manual_seed(0)).sample()
+    ids = image_ids(split, torch.cat([ep.support_x, ep.query_x], 1).flatten(0, 1))
+    assert ids.max() < 17  # no index past the end or into another class's padding
+
+
+@pytest.mark.parametrize(
+    "n,k,q,match",
+    [(13, 1, 1, r"n_way=13 is more than the 12 classes"), (5, 6, 5, r"k_shot \+ n_query = 6 \+ 5 is more than the 10")],
+)
+def test_shape_the_split_cannot_fill(n, k, q, match):
+    with pytest.raises(UserError, match=match):
+        sampler(random_imageset(12, 10), n=n, k=k, q=q)
