@@ -22,6 +22,11 @@ def class_means(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> t
 
 
 class FewShotAlgorithm(nn.Module):
+    #: Relabelling the classes of an episode permutes the logit columns (false for a learned per-label head init).
+    label_equivariant: bool = True
+    #: Draws random numbers in forward (tasks of a batch then see different draws than when run alone).
+    stochastic: bool = False
+
     def __init__(self, encoder: nn.Module, distance: nn.Module):
         super().__init__()
         self.encoder = encoder

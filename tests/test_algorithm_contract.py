@@ -1,0 +1,110 @@
+"""The contract every algorithm in conf/algorithm/ must keep, checked on each one automatically.
+
+- composes from its YAML and builds through Hydra;
+- episode in, logits [T, N*Q, N] out, finite;
+- the loss is a finite scalar whose gradient reaches the encoder;
+- in eval mode, the logits of a task do not depend on the other tasks of its batch;
+- relabelling the classes of an episode permutes the logit columns the same way;
+- a few optimizer steps on one episode lower its loss (it can learn).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from fewshot_exp.build import build_algorithm
+from fewshot_exp.config import register_configs
+from fewshot_exp.data.episodes import Episode, EpisodeSampler
+from conftest import REPO, random_imageset
+
+ALGORITHMS = sorted(p.stem for p in (REPO / "conf" / "algorithm").glob("*.yaml"))
+
+
+def make(name: str, *overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"algorithm={name}", "encoder.hidden=16", "encoder.out_channels=16",
+                                           *overrides])
+    torch.manual_seed(0)
+    return build_algorithm(cfg, in_channels=1, device=torch.device("cpu")).double()
+
+
+def episode(tasks=3, n=4, k=2, q=3, seed=0) -> Episode:
+    split = random_imageset(10, 8, size=16)
+    ep = EpisodeSampler(split, n, k, q, tasks, torch.Generator().manual_seed(seed)).sample()
+    return Episode(ep.support_x.double(), ep.support_y, ep.query_x.double(), ep.query_y, ep.n_way)
+
+
+def task(ep: Episode, t: int) -> Episode:
+    return Episode(ep.support_x[t : t + 1], ep.support_y[t : t + 1], ep.query_x[t : t + 1], ep.query_y[t : t + 1],
+                   ep.n_way)
+
+
+@pytest.fixture(params=ALGORITHMS)
+def algorithm(request):
+    return make(request.param)
+
+
+def test_logits_shape_and_finite(algorithm):
+    ep = episode()
+    algorithm.eval()
+    with torch.no_grad():
+        logits = algorithm(ep)
+    assert logits.shape == (3, 12, 4)
+    assert torch.isfinite(logits).all()
+
+
+def test_loss_reaches_encoder(algorithm):
+    ep = episode()
+    algorithm.train()
+    loss = algorithm.loss(algorithm(ep), ep)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in algorithm.encoder.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_tasks_are_independent_in_eval(algorithm):
+    ep = episode()
+    algorithm.eval()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        batched = algorithm(ep)
+        # a stochastic algorithm draws for the whole batch at once, so only task 0 sees the same draws alone
+        for t in range(1 if algorithm.stochastic else 3):
+            torch.manual_seed(1)
+            torch.testing.assert_close(algorithm(task(ep, t))[0], batched[t])
+
+
+def test_relabelling_permutes_logits(algorithm):
+    if not algorithm.label_equivariant:
+        pytest.skip(f"{type(algorithm).__name__} learns a per-label initialisation, so labels are not interchangeable")
+    ep = episode(tasks=1)
+    perm = torch.tensor([2, 0, 3, 1])  # class c becomes perm[c]
+    relabelled = Episode(ep.support_x, perm[ep.support_y], ep.query_x, perm[ep.query_y], ep.n_way)
+    algorithm.eval()
+    with torch.no_grad():
+        torch.manual_seed(2)
+        a = algorithm(ep)
+        torch.manual_seed(2)
+        b = algorithm(relabelled)
+    torch.testing.assert_close(b[..., perm], a, atol=1e-6, rtol=1e-5)
+
+
+def test_a_few_steps_lower_the_loss(algorithm):
+    ep = episode(tasks=2)
+    opt = torch.optim.Adam(algorithm.parameters(), lr=1e-3)
+    algorithm.train()
+    losses = []
+    for _ in range(15):
+        torch.manual_seed(3)
+        loss = algorithm.loss(algorithm(ep), ep)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
