@@ -1,0 +1,59 @@
+import math
+import statistics
+
+import torch
+
+from conftest import random_imageset
+from fewshot_exp.algorithms.protonet import ProtoNet
+from fewshot_exp.data.episodes import EpisodeSampler
+from fewshot_exp.distances import Distance
+from fewshot_exp.encoders import Conv4
+from fewshot_exp.evaluate import evaluate, mean_ci95
+
+
+def test_ci95_formula():
+    values = torch.tensor([0.2, 0.4, 0.9, 0.6, 0.5, 0.8])
+    mean, ci = mean_ci95(values)
+    assert math.isclose(mean, statistics.fmean(values.tolist()), rel_tol=1e-6)
+    assert math.isclose(ci, 1.96 * statistics.stdev(values.tolist()) / math.sqrt(6), rel_tol=1e-6)
+
+
+def test_ci95_of_constant_is_zero_and_single_value_is_undefined():
+    assert mean_ci95(torch.ones(10)) == (1.0, 0.0)
+    assert math.isnan(mean_ci95(torch.tensor([0.5]))[1])
+
+
+def test_batched_evaluation_equals_one_episode_at_a_time():
+    """Many episodes per forward (eval-mode BN) give each episode the accuracy it gets alone."""
+    split = random_imageset(10, 8, size=16)
+    torch.manual_seed(0)
+    model = ProtoNet(Conv4(1, 8, 8), Distance("l2"))
+    model(EpisodeSampler(split, 5, 2, 3, 4, torch.Generator().manual_seed(9)).sample())  # move BN stats off init
+
+    def sampler():
+        return EpisodeSampler(split, 5, 2, 3, 1, torch.Generator().manual_seed(1))
+
+    batched = evaluate(model, sampler(), 12, batch_images=1000)  # 12 tasks in one forward
+    one_sampler = sampler()
+    episodes = one_sampler.sample(12)
+    model.eval()
+    with torch.no_grad():
+        per_task = []
+        for t in range(12):
+            logits = model(type(episodes)(episodes.support_x[t : t + 1], episodes.support_y[t : t + 1],
+                                          episodes.query_x[t : t + 1], episodes.query_y[t : t + 1], 5))
+            per_task.append((logits.argmax(-1) == episodes.query_y[t : t + 1]).float().mean())
+    mean, ci = mean_ci95(torch.stack(per_task))
+    assert math.isclose(batched.mean, mean, abs_tol=1e-6) and math.isclose(batched.ci95, ci, abs_tol=1e-6)
+    assert batched.episodes == 12
+
+
+def test_evaluate_splits_into_forwards_that_fit_the_image_budget():
+    split = random_imageset(10, 8, size=16)
+    calls = []
+    model = ProtoNet(Conv4(1, 8, 8), Distance("l2"))
+    original = model.forward
+    model.forward = lambda ep: calls.append(ep.tasks) or original(ep)
+    evaluate(model, EpisodeSampler(split, 5, 2, 3, 1, torch.Generator().manual_seed(1)), 23, batch_images=100)
+    assert calls == [4, 4, 4, 4, 4, 3]  # 25 images per task -> 4 tasks per forward
+    assert model.training  # restored
