@@ -1,0 +1,70 @@
+"""Every option of every config group composes and passes validation; bad values fail with a UserError."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import REPO
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from hydra.utils import get_object
+from omegaconf.errors import ValidationError
+
+from fewshot_exp.config import register_configs, train_shape, validate
+from fewshot_exp.errors import UserError
+
+GROUPS = ["dataset", "encoder", "algorithm", "distance", "episode", "logger", "experiment"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((REPO / "conf" / g).glob("*.yaml"))]
+NEEDS_ROOT = {"omniglot"}
+
+
+def make(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_validates(group, option):
+    overrides = [f"{group}={option}"]
+    if group == "dataset" and option in NEEDS_ROOT:
+        overrides.append("dataset.root=/some/dir")
+    cfg = make(*overrides)
+    validate(cfg)
+    for node in (cfg.encoder, cfg.algorithm):  # every _target_ names a real class
+        assert isinstance(get_object(node._target_), type)
+
+
+def test_training_shape_defaults_to_test_shape_and_can_differ():
+    cfg = make("episode.n_way=20", "episode.k_shot=1")
+    assert (train_shape(cfg).n_way, train_shape(cfg).k_shot) == (20, 1)
+    cfg = make("episode.n_way=5", "train.episode.n_way=60", "train.episode.n_query=5")
+    shape = train_shape(cfg)
+    assert (shape.n_way, shape.k_shot, shape.n_query, cfg.episode.n_way) == (60, 5, 5, 5)
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("episode.k_shot=0", "episode.k_shot must be positive"),
+        ("episode.n_way=1", "n_way must be at least 2"),
+        ("train.episode.n_query=-3", "train.episode.n_query must be positive"),
+        ("train.lr=0", "train.lr must be positive"),
+        ("eval.episodes=0", "eval.episodes must be positive"),
+        ("distance.temperature=-1", "distance.temperature must be positive"),
+        ("dataset.val_alphabets=0", "dataset.val_alphabets must be at least 1"),
+    ],
+)
+def test_out_of_range_values(override, match):
+    with pytest.raises(UserError, match=match):
+        validate(make(override))
+
+
+@pytest.mark.parametrize("override", ["episode.k_shot=abc", "device=gpu", "train.lr=fast", "logger.mode=sometimes"])
+def test_wrong_types_and_choices_fail_at_composition(override):
+    with pytest.raises((ValidationError, ConfigCompositionException)):
+        make(override)
+
+
+def test_unknown_key_fails_at_composition():
+    with pytest.raises(ConfigCompositionException):
+        make("episode.k_shots=5")
