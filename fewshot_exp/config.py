@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -39,7 +39,7 @@ class LoggerMode(Enum):
 @dataclass
 class DatasetConfig:
     name: str = MISSING
-    root: Optional[str] = None
+    root: str | None = None
     image_size: int = 28
     val_alphabets: int = 2  # background alphabets held out for validation (hyperparameters, best checkpoint)
     rotation_classes: bool = False  # add 90/180/270-degree rotations of training classes as new classes
@@ -92,10 +92,10 @@ class EpisodeShape:
 class TrainEpisodeShape:
     """Training episodes; each unset field takes the test episode's value."""
 
-    n_way: Optional[int] = None
-    k_shot: Optional[int] = None
-    n_query: Optional[int] = None
-    tasks: Optional[int] = None
+    n_way: int | None = None
+    k_shot: int | None = None
+    n_query: int | None = None
+    tasks: int | None = None
 
 
 @dataclass
@@ -126,16 +126,16 @@ class TrainConfig:
 class EvalConfig:
     episodes: int = 1000
     batch_images: int = 4096  # images per forward pass when evaluating many episodes at once
-    lake_runs: Optional[str] = None  # dir of Omniglot one-shot runs (run01..run20) to report test/lake_error
+    lake_runs: str | None = None  # dir of Omniglot one-shot runs (run01..run20) to report test/lake_error
 
 
 @dataclass
 class LoggerConfig:
     name: str = MISSING  # wandb | none
     project: str = "fewshot-exp"
-    entity: Optional[str] = None
+    entity: str | None = None
     mode: LoggerMode = LoggerMode.auto
-    group: Optional[str] = None  # default: the sweep dir for multiruns, the experiment name otherwise
+    group: str | None = None  # default: the sweep dir for multiruns, the experiment name otherwise
     tags: list[str] = field(default_factory=list)
 
 

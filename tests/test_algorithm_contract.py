@@ -10,16 +10,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import REPO, random_imageset
 from hydra import compose, initialize_config_dir
 
 from fewshot_exp.build import build_algorithm
 from fewshot_exp.config import register_configs
 from fewshot_exp.data.episodes import Episode, EpisodeSampler
-from conftest import REPO, random_imageset
 
 ALGORITHMS = sorted(p.stem for p in (REPO / "conf" / "algorithm").glob("*.yaml"))
 

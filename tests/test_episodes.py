@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import random_imageset
+
 from fewshot_exp.data.episodes import EpisodeSampler
 from fewshot_exp.errors import UserError
 

@@ -2,8 +2,8 @@ import math
 import statistics
 
 import torch
-
 from conftest import random_imageset
+
 from fewshot_exp.algorithms.protonet import ProtoNet
 from fewshot_exp.data.episodes import EpisodeSampler
 from fewshot_exp.distances import Distance
