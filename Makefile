@@ -1,0 +1,37 @@
+# fewshot-exp: `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint format train bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+
+install: ## Create .venv and install the package with its dev tools (torch from the local wheel cache)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[dev]"
+
+test: ## Run the test suite (CPU, a few minutes)
+	$(BIN)/python -m pytest -q
+
+lint: ## ruff check and format check
+	$(BIN)/ruff check fewshot_exp tests benchmarks
+	$(BIN)/ruff format --check fewshot_exp tests benchmarks
+
+format: ## ruff fix and format
+	$(BIN)/ruff check --fix fewshot_exp tests benchmarks
+	$(BIN)/ruff format fewshot_exp tests benchmarks
+
+train: ## Train and test the default experiment (ProtoNet on glyphs); pass ARGS="key=value ..."
+	$(BIN)/python -m fewshot_exp $(ARGS)
+
+bench: ## Run the benchmarks in benchmarks/
+	$(BIN)/python -m benchmarks.run $(ARGS)
+
+clean: ## Remove outputs, caches and build files (keeps .venv)
+	rm -rf outputs multirun .pytest_cache .ruff_cache build dist *.egg-info
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

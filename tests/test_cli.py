@@ -1,0 +1,93 @@
+"""The real command line, in a subprocess: a tiny end-to-end run, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import OMNIGLOT_DIR, run_cli
+from wandb_records import logged_run
+
+TINY = ["train.episodes=30", "train.val_every=15", "train.log_every=10", "train.val_episodes=20", "eval.episodes=50"]
+
+
+@pytest.fixture(scope="module")
+def default_run(glyphs_root, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("run") / "default"
+    proc = run_cli(*TINY, f"dataset.root={glyphs_root}", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test accuracy:" in proc.stdout and "95% CI over 50 episodes" in proc.stdout
+    return run_dir
+
+
+def test_results_json(default_run):
+    results = json.loads((default_run / "results.json").read_text())
+    assert results["test/episodes"] == 50
+    assert 0.4 < results["test/acc"] <= 1.0  # 5-way: chance is 0.2, even 30 training episodes beat it
+    assert 0 < results["test/acc_ci95"] < 0.1
+    assert 0 <= results["val/best_acc"] <= 1
+
+
+def test_run_dir_holds_config_metrics_and_checkpoints(default_run):
+    assert (default_run / ".hydra" / "config.yaml").is_file()
+    assert (default_run / "best.pt").is_file() and (default_run / "last.pt").is_file()
+    rows = [json.loads(line) for line in (default_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/loss" in r] == [10, 20, 30]
+    assert [r["step"] for r in rows if "val/acc" in r] == [15, 30]
+    assert rows[-1]["test/acc"] == json.loads((default_run / "results.json").read_text())["test/acc"]
+
+
+def test_wandb_offline_run_has_the_metrics(default_run):
+    run = logged_run(default_run)
+    results = json.loads((default_run / "results.json").read_text())
+    assert run["summary"]["test/acc"] == pytest.approx(results["test/acc"])
+    assert run["summary"]["test/acc_ci95"] == pytest.approx(results["test/acc_ci95"])
+    assert any("train/loss" in row for row in run["history"]) and any("val/acc" in row for row in run["history"])
+    assert run["group"] == "default"
+    assert run["name"] == "eval.episodes=50,train.episodes=30,train.log_every=10,train.val_episodes=20,train.val_every=15"
+    assert run["config"]["choices"]["algorithm"] == "protonet"
+    assert run["config"]["episode"]["k_shot"] == 5
+    assert "algorithm=protonet" in run["tags"]
+
+
+@pytest.mark.skipif(not (OMNIGLOT_DIR / "one_shot_runs").is_dir(), reason=f"Omniglot data not found at {OMNIGLOT_DIR}")
+def test_omniglot_with_lake_runs(tmp_path):
+    proc = run_cli("dataset=omniglot", f"dataset.root={OMNIGLOT_DIR}", "dataset.background=small1", "logger=none",
+                   f"eval.lake_runs={OMNIGLOT_DIR / 'one_shot_runs'}", "episode.n_way=20", "episode.k_shot=1",
+                   "episode.n_query=5", *TINY, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    per_run = {k: v for k, v in results.items() if k.startswith("test/lake_error/")}
+    assert len(per_run) == 10 and all(0 <= v <= 100 for v in per_run.values())
+    assert results["test/lake_error"] == pytest.approx(sum(per_run.values()) / 10)
+    assert results["test/lake_error"] < 95  # chance on 20-way is 95% error
+    assert "Omniglot one-shot runs:" in proc.stdout
+
+
+BAD_INPUTS = [
+    (["episode.n_way=500"], "n_way=500 is more than the"),
+    (["episode.k_shot=15", "episode.n_query=10"], "k_shot + n_query = 15 + 10 is more than the 20 images per class"),
+    (["episode.k_shot=0"], "episode.k_shot must be positive"),
+    (["train.episodes=-5"], "train.episodes must be positive"),
+    (["episode.k_shot=abc"], "episode.k_shot"),
+    (["algorithm=nosuchthing"], "algorithm/nosuchthing"),
+    (["device=gpu"], "device"),
+    (["episode.k_shots=5"], "k_shots"),
+    (["dataset=omniglot", "dataset.root=/no/such/dir"], "/no/such/dir"),
+    (["dataset=omniglot"], "dataset.root"),
+    (["eval.lake_runs=/tmp"], "/tmp"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_error(overrides, message, glyphs_root, tmp_path):
+    data = [] if any(o.startswith("dataset=") for o in overrides) else [f"dataset.root={glyphs_root}"]
+    proc = run_cli(*overrides, *data, "logger=none", f"hydra.run.dir={tmp_path}/run", timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert message in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "run" / "results.json").exists()
