@@ -2,6 +2,7 @@
 
 A user's mistake (bad override, unknown option, out-of-range value, missing data) is printed as
 one line `error: ...` with exit code 2 and no traceback; a bug still shows its full traceback.
+`HYDRA_FULL_ERROR=1` shows the traceback of a user's mistake too.
 """
 
 from __future__ import annotations
@@ -22,11 +23,23 @@ from fewshot_exp.errors import UserError
 from fewshot_exp.train import DivergedError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+USER_ERRORS = (UserError, DivergedError, HydraException, OmegaConfBaseException)
 register_configs()
 
 
-def run_name(overrides: str, experiment_name: str) -> str:
-    return overrides or experiment_name
+def one_line(e: BaseException) -> str:
+    """Hydra/OmegaConf messages span several lines (full_key, object_type, options); join them."""
+    parts = [str(e)]
+    if e.__cause__ is not None and str(e.__cause__) not in parts[0]:
+        parts.append(str(e.__cause__))
+    return re.sub(r"\s*\n\s*", " | ", "; ".join(p for p in parts if p).strip())
+
+
+def exit_with(e: BaseException) -> None:
+    if os.environ.get("FEWSHOT_TRACEBACK") == "1":
+        raise e
+    print(f"error: {one_line(e)}", file=sys.stderr)
+    sys.exit(2)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
@@ -36,8 +49,12 @@ def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     multirun = hc.mode.name == "MULTIRUN"
     group = cfg.logger.group or (Path(hc.sweep.dir).name if multirun else cfg.experiment_name)
-    results = run_experiment(cfg, Path(hc.runtime.output_dir), name=run_name(hc.job.override_dirname, cfg.experiment_name),
-                             group=group, choices=dict(hc.runtime.choices))
+    name = hc.job.override_dirname or cfg.experiment_name
+    try:
+        results = run_experiment(cfg, Path(hc.runtime.output_dir), name=name, group=group,
+                                 choices=dict(hc.runtime.choices))
+    except USER_ERRORS as e:  # reported here, or Hydra adds its own "Error executing job" line
+        exit_with(e)
     print(f"test accuracy: {100 * results['test/acc']:.2f}% ± {100 * results['test/acc_ci95']:.2f}% "
           f"(95% CI over {results['test/episodes']} episodes, {cfg.episode.n_way}-way {cfg.episode.k_shot}-shot)")
     if "test/lake_error" in results:
@@ -46,26 +63,14 @@ def main(cfg: DictConfig) -> float:
     return results["val/best_acc"]
 
 
-def one_line(e: BaseException) -> str:
-    """Hydra/OmegaConf messages span several lines (full_key, object_type, options); join them."""
-    parts = [str(e)]
-    if e.__cause__ is not None and str(e.__cause__) not in parts[0]:
-        parts.append(str(e.__cause__))
-    text = "; ".join(p for p in parts if p)
-    text = re.sub(r"\s*\n\s*", " | ", text.strip())
-    return text
-
-
 def cli() -> None:
-    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        os.environ["FEWSHOT_TRACEBACK"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
     try:
         main()
-    except (UserError, DivergedError, HydraException, OmegaConfBaseException) as e:
-        if user_wants_traceback:
-            raise
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+    except USER_ERRORS as e:
+        exit_with(e)
 
 
 if __name__ == "__main__":
