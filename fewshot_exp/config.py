@@ -108,6 +108,60 @@ class ProtoNetConfig(AlgorithmConfig):
     _target_: str = "fewshot_exp.algorithms.protonet.ProtoNet"
 
 
+class MatchingSimilarity(Enum):
+    cosine = "cosine"  # the paper's softmax over raw cosine similarities
+    distance = "distance"  # the `distance` config group (l2 / cosine / dot with its temperature)
+
+
+@dataclass
+class MatchingConfig(AlgorithmConfig):
+    _target_: str = "fewshot_exp.algorithms.matching.MatchingNetwork"
+    similarity: MatchingSimilarity = MatchingSimilarity.cosine
+    fce: bool = False  # full-context embeddings: support BiLSTM + query attention LSTM
+    fce_steps: int = 5  # unrolling steps of the attention LSTM
+    fce_layers: int = 1  # layers of the support BiLSTM
+
+
+@dataclass
+class HallucinationConfig(AlgorithmConfig):
+    _target_: str = "fewshot_exp.algorithms.hallucination.Hallucination"
+    n_hallucinated: int = 10  # M generated embeddings per class added to the support set
+    noise_dim: int | None = None  # None = the embedding dimension
+    hidden: int | None = None  # generator hidden width; None = the embedding dimension
+
+
+class ClassFeature(Enum):
+    sum = "sum"
+    mean = "mean"
+
+
+@dataclass
+class RelationConfig(AlgorithmConfig):
+    _target_: str = "fewshot_exp.algorithms.relation.RelationNetwork"
+    pooled_blocks: int | None = 2  # encoder blocks that max-pool (Sung et al.: the first 2); None = all
+    class_feature: ClassFeature = ClassFeature.sum  # how K support maps make a class map
+    hidden: int = 64  # channels of the relation module's two conv blocks
+    fc_hidden: int = 8
+
+
+class SiameseLoss(Enum):
+    bce = "bce"  # binary cross-entropy on the learned pair score
+    contrastive = "contrastive"  # contrastive loss on the `distance` group
+
+
+class SiamesePairs(Enum):
+    all = "all"  # every pair of images of a task (support and query)
+    support_query = "support_query"  # query x support pairs only
+
+
+@dataclass
+class SiameseConfig(AlgorithmConfig):
+    _target_: str = "fewshot_exp.algorithms.siamese.SiameseNetwork"
+    loss: SiameseLoss = SiameseLoss.bce
+    pairs: SiamesePairs = SiamesePairs.all
+    margin: float = 1.0  # contrastive loss margin
+
+
 @dataclass
 class TrainConfig:
     episodes: int = 2000
@@ -161,6 +215,10 @@ def register_configs() -> None:
     cs.store(group="dataset", name="base_omniglot", node=OmniglotConfig)
     cs.store(group="encoder", name="base_conv4", node=Conv4Config)
     cs.store(group="algorithm", name="base_protonet", node=ProtoNetConfig)
+    cs.store(group="algorithm", name="base_matching", node=MatchingConfig)
+    cs.store(group="algorithm", name="base_hallucination", node=HallucinationConfig)
+    cs.store(group="algorithm", name="base_relation", node=RelationConfig)
+    cs.store(group="algorithm", name="base_siamese", node=SiameseConfig)
     cs.store(group="distance", name="base_distance", node=DistanceConfig)
     cs.store(group="logger", name="base_logger", node=LoggerConfig)
 

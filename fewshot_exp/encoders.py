@@ -30,11 +30,22 @@ class Conv4(nn.Module):
             conv_block(hidden, hidden),
             conv_block(hidden, out_channels),
         )
+        self.out_channels = out_channels
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, pooled_blocks: int | None = None) -> torch.Tensor:
+        """Un-flattened feature maps [B, out_channels, h, w].
+
+        `pooled_blocks`: how many blocks (from the first) end in their 2x2 max-pool; None = all 4. The
+        weights are the same either way (pooling has none); Relation Networks pool only the first 2.
+        """
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.layers(x).flatten(1)
+        for i, block in enumerate(self.layers):
+            x = block(x) if pooled_blocks is None or i < pooled_blocks else block[:-1](x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).flatten(1)

@@ -1,0 +1,114 @@
+"""Relation Network (Sung, Yang, Zhang, Xiang, Torr & Hospedales, "Learning to Compare", CVPR 2018).
+
+A learned relation module g scores how well a query matches each class, from their feature maps:
+
+    C_k = sum_{i: y_i = k} f(x_i)                          (class feature map; `class_feature: mean` averages)
+    r_{j,k} = g([C_k, f(x_j)]) in [0, 1]                    (channel concatenation, sigmoid output)
+    loss = mean_{j,k} (r_{j,k} - [y_j = k])^2               (MSE on one-hot targets; the paper sums)
+
+f is the encoder without its final flatten, with only the first `pooled_blocks` blocks max-pooling (the paper:
+the first 2 of Conv-4, so a 28 px image keeps a 7x7 map). g is two [conv3x3 - BN - ReLU - maxpool2] blocks, then
+FC-ReLU-FC-sigmoid, as in the paper; a block skips its pooling on a 1x1 map, and a global average pool before
+the FC layers makes g accept any map size (it is the identity on the 1x1 map left by 28 px inputs).
+
+`forward` returns the scores r as the logits [T, N*Q, N] (argmax = prediction). The first convolution of g is
+linear in its concatenated input, so it is applied to the N class maps and the Q query maps separately and the
+results are added per pair: the same numbers as convolving all N*Q concatenated pairs, at a fraction of the
+cost. In eval mode the rest of g runs over a bounded number of pairs at a time (BN then uses running
+statistics, so chunking does not change the result).
+
+Configurable: pooled_blocks, class_feature (sum | mean), hidden (conv channels of g), fc_hidden. The encoder
+must provide `features(x, pooled_blocks)` and `out_channels` (Conv-4 does).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fewshot_exp.algorithms.base import FewShotAlgorithm
+from fewshot_exp.algorithms.matching import option
+from fewshot_exp.data.episodes import Episode
+from fewshot_exp.errors import UserError
+
+EVAL_PAIRS = 4096  # (query, class) pairs per pass through the relation module in eval mode
+
+
+class RelationNetwork(FewShotAlgorithm):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        distance: nn.Module,
+        pooled_blocks: int | None = 2,
+        class_feature: object = "sum",
+        hidden: int = 64,
+        fc_hidden: int = 8,
+    ):
+        super().__init__(encoder, distance)
+        if not (hasattr(encoder, "features") and hasattr(encoder, "out_channels")):
+            raise UserError(
+                f"algorithm=relation needs feature maps, which encoder {type(encoder).__name__} does not "
+                "provide; use encoder=conv4"
+            )
+        if pooled_blocks is not None and pooled_blocks < 0:
+            raise UserError(f"algorithm.pooled_blocks must be >= 0 or null (= all), got {pooled_blocks}")
+        self.class_feature = option(class_feature)
+        if self.class_feature not in ("sum", "mean"):
+            raise UserError(f"algorithm.class_feature must be sum or mean, got {self.class_feature!r}")
+        if hidden < 1 or fc_hidden < 1:
+            raise UserError(f"algorithm.hidden and algorithm.fc_hidden must be positive, got {hidden} and {fc_hidden}")
+        self.pooled_blocks = pooled_blocks
+        channels = encoder.out_channels
+        self.first = nn.Conv2d(2 * channels, hidden, 3, padding=1)  # on [class map, query map]
+        self.first_rest = nn.Sequential(nn.BatchNorm2d(hidden), nn.ReLU(inplace=True))
+        self.second = nn.Sequential(
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)
+        )
+        self.head = nn.Sequential(nn.Linear(hidden, fc_hidden), nn.ReLU(inplace=True), nn.Linear(fc_hidden, 1))
+
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [T, M, C, H, W] -> feature maps [T, M, c, h, w] in one encoder pass."""
+        return self.encoder.features(x.flatten(0, 1), self.pooled_blocks).unflatten(0, x.shape[:2])
+
+    def class_maps(self, support: torch.Tensor, support_y: torch.Tensor, n_way: int) -> torch.Tensor:
+        """Support maps [T, S, c, h, w] -> class maps [T, N, c, h, w] (sum or mean per class)."""
+        one_hot = F.one_hot(support_y, n_way).to(support.dtype).transpose(1, 2)  # [T, N, S]
+        sums = (one_hot @ support.flatten(2)).unflatten(2, support.shape[2:])
+        if self.class_feature == "mean":
+            sums = sums / one_hot.sum(2).clamp_min(1)[..., None, None, None]
+        return sums
+
+    @staticmethod
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, 2) if min(x.shape[-2:]) >= 2 else x
+
+    def relation_from_first(self, x: torch.Tensor) -> torch.Tensor:
+        """The relation module after its first convolution: [P, hidden, h, w] -> scores [P]."""
+        x = self.pool(self.second(self.pool(self.first_rest(x))))
+        return torch.sigmoid(self.head(x.mean((-2, -1)))).squeeze(-1)
+
+    def relation_scores(self, class_maps: torch.Tensor, query_maps: torch.Tensor) -> torch.Tensor:
+        """r_{j,k} = g([C_k, f(x_j)]): class maps [T, N, c, h, w], query maps [T, Q, c, h, w] -> [T, Q, N]."""
+        t, n, q = class_maps.shape[0], class_maps.shape[1], query_maps.shape[1]
+        w_class, w_query = self.first.weight.split(class_maps.shape[2], 1)
+        a = F.conv2d(class_maps.flatten(0, 1), w_class, self.first.bias, padding=1).unflatten(0, (t, n))
+        b = F.conv2d(query_maps.flatten(0, 1), w_query, None, padding=1).unflatten(0, (t, q))
+        step = t if self.training else max(1, EVAL_PAIRS // (n * q))  # tasks per pass
+        scores = []
+        for start in range(0, t, step):
+            pairs = b[start : start + step].unsqueeze(2) + a[start : start + step].unsqueeze(
+                1
+            )  # [t', Q, N, hidden, h, w]
+            scores.append(self.relation_from_first(pairs.flatten(0, 2)).view(-1, q, n))
+        return torch.cat(scores)
+
+    def forward(self, episode: Episode) -> torch.Tensor:
+        n_support = episode.support_x.shape[1]
+        maps = self.feature_maps(torch.cat([episode.support_x, episode.query_x], 1))
+        class_maps = self.class_maps(maps[:, :n_support], episode.support_y, episode.n_way)
+        return self.relation_scores(class_maps, maps[:, n_support:])
+
+    def loss(self, logits: torch.Tensor, episode: Episode) -> torch.Tensor:
+        """Mean squared error between the relation scores and the one-hot query labels."""
+        return F.mse_loss(logits, F.one_hot(episode.query_y, episode.n_way).to(logits.dtype))
