@@ -1,0 +1,126 @@
+"""`python -m fewshot_exp.report <dir>...`: compare runs from their run dirs (no W&B needed).
+
+Finds every Hydra run dir under the given dirs (a folder with `.hydra/config.yaml`), reads its
+`results.json`, and builds a pandas table of test accuracy ± 95% CI per (dataset, algorithm,
+distance, n_way, k_shot, other swept keys). Runs that differ only in `seed` are averaged (the CI
+column is then the mean of their CIs and `runs` counts them). Prints the table as markdown and
+writes `report.md`, `report.csv` and `acc_vs_shots.png` (one panel per dataset and n_way, one line
+per algorithm, the CI as a band) into `--out` (default: the first dir). Runs without results.json
+are listed as failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+KEYS = ["dataset", "algorithm", "distance", "n_way", "k_shot"]
+NOT_SWEPT = {"seed", "device", "dataset", "algorithm", "distance", "episode", "episode.n_way", "episode.k_shot",
+             "dataset.root", "eval.lake_runs", "logger", "logger.mode", "experiment"}
+
+
+def find_runs(dirs: list[Path]) -> list[Path]:
+    return sorted({p.parent.parent for d in dirs for p in Path(d).rglob(".hydra/config.yaml")})
+
+
+def read_run(run_dir: Path) -> dict:
+    hydra = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    choices = hydra.runtime.choices
+    overrides = dict(o.split("=", 1) for o in hydra.overrides.task if "=" in o and not o.startswith("hydra"))
+    row = {"run_dir": str(run_dir), "dataset": choices.dataset, "algorithm": choices.algorithm,
+           "distance": choices.distance, "n_way": cfg.episode.n_way, "k_shot": cfg.episode.k_shot, "seed": cfg.seed,
+           **{k: v for k, v in overrides.items() if k.lstrip("+~") not in NOT_SWEPT}}
+    results_file = run_dir / "results.json"
+    if results_file.is_file():
+        results = json.loads(results_file.read_text())
+        row.update(acc=results["test/acc"], ci95=results["test/acc_ci95"], episodes=results["test/episodes"],
+                   lake_error=results.get("test/lake_error"))
+    else:
+        error = run_dir / "error.txt"
+        row["failed"] = error.read_text().strip() if error.is_file() else "no results.json"
+    return row
+
+
+def runs_table(dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per configuration, averaged over seeds; the failed runs)."""
+    rows = pd.DataFrame([read_run(r) for r in find_runs(dirs)])
+    if rows.empty:
+        return rows, rows
+    failed = rows[rows["failed"].notna()] if "failed" in rows else rows.iloc[:0]
+    done = rows[rows["failed"].isna()] if "failed" in rows else rows
+    if done.empty:
+        return done, failed
+    extra = [c for c in done.columns if c not in {*KEYS, "run_dir", "seed", "acc", "ci95", "episodes", "lake_error",
+                                                   "failed"} and done[c].nunique(dropna=False) > 1]
+    keys = KEYS + extra
+    table = (done.fillna({c: "-" for c in extra})
+             .groupby(keys, as_index=False)
+             .agg(acc=("acc", "mean"), ci95=("ci95", "mean"), episodes=("episodes", "first"), runs=("acc", "size"),
+                  lake_error=("lake_error", "mean"))
+             .sort_values(keys))
+    if table["lake_error"].isna().all():
+        table = table.drop(columns="lake_error")
+    return table.reset_index(drop=True), failed
+
+
+def markdown(table: pd.DataFrame) -> str:
+    shown = table.copy()
+    shown["test acc (%)"] = [f"{100 * a:.2f} ± {100 * c:.2f}" for a, c in zip(shown.pop("acc"), shown.pop("ci95"))]
+    return shown.to_markdown(index=False)
+
+
+def plot_acc_vs_shots(table: pd.DataFrame, path: Path) -> None:
+    panels = list(table.groupby(["dataset", "n_way"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    label_keys = [c for c in table.columns if c not in {"dataset", "n_way", "k_shot", "acc", "ci95", "episodes",
+                                                        "runs", "lake_error"}]
+    for ax, ((dataset, n_way), panel) in zip(axes[0], panels):
+        for label, line in panel.groupby(label_keys):
+            line = line.sort_values("k_shot")
+            name = " ".join(str(v) for v in (label if isinstance(label, tuple) else (label,)))
+            ax.plot(line.k_shot, 100 * line.acc, marker="o", label=name)
+            ax.fill_between(line.k_shot, 100 * (line.acc - line.ci95), 100 * (line.acc + line.ci95), alpha=0.2)
+        ax.set(title=f"{dataset}, {n_way}-way", xlabel="k_shot (support images per class)", ylabel="test accuracy (%)")
+        ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fewshot_exp.report", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="run dirs or sweep dirs (searched recursively)")
+    parser.add_argument("--out", type=Path, help="where to write report.md/.csv/.png (default: the first dir)")
+    args = parser.parse_args(argv)
+    missing = [str(d) for d in args.dirs if not d.is_dir()]
+    if missing:
+        parser.exit(2, f"error: not a directory: {', '.join(missing)}\n")
+    table, failed = runs_table(args.dirs)
+    if table.empty and failed.empty:
+        parser.exit(2, f"error: no run dirs (with .hydra/config.yaml) under {', '.join(map(str, args.dirs))}\n")
+    out = args.out or args.dirs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(table) if not table.empty else "(no finished runs)"
+    if not failed.empty:
+        text += "\n\nFailed runs:\n" + "\n".join(f"- {r.run_dir}: {r.failed}" for r in failed.itertuples())
+    print(text)
+    (out / "report.md").write_text(text + "\n")
+    table.to_csv(out / "report.csv", index=False)
+    if not table.empty:
+        plot_acc_vs_shots(table, out / "acc_vs_shots.png")
+    return 1 if not failed.empty else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

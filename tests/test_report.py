@@ -1,0 +1,44 @@
+"""A real 2-job sweep through the CLI, then the report over its run dirs."""
+
+import json
+
+import pandas as pd
+
+from conftest import run_cli
+from fewshot_exp.report import main as report_main
+
+TINY = ["train.episodes=10", "train.val_every=10", "train.log_every=5", "train.val_episodes=10", "eval.episodes=20"]
+
+
+def test_sweep_then_report(glyphs_root, tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "episode.k_shot=1,3", "logger=none", *TINY, f"dataset.root={glyphs_root}",
+                   f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job_dirs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "results.json").is_file())
+    assert len(job_dirs) == 2  # subdirs named by job number and overrides
+    assert job_dirs[0].name.startswith("0_") and "episode.k_shot=1" in job_dirs[0].name
+    assert job_dirs[1].name.startswith("1_") and "episode.k_shot=3" in job_dirs[1].name
+    results = {json.loads((d / "results.json").read_text())["test/k_shot"]: d for d in job_dirs}
+    assert sorted(results) == [1, 3]
+
+    assert report_main([str(sweep), "--out", str(tmp_path / "report")]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "report" / "report.csv")
+    assert list(table.k_shot) == [1, 3] and set(table.algorithm) == {"protonet"}
+    for row in table.itertuples():
+        expected = json.loads((results[row.k_shot] / "results.json").read_text())
+        assert abs(row.acc - expected["test/acc"]) < 1e-9 and abs(row.ci95 - expected["test/acc_ci95"]) < 1e-9
+        assert f"{100 * expected['test/acc']:.2f} ± {100 * expected['test/acc_ci95']:.2f}" in printed
+    assert (tmp_path / "report" / "acc_vs_shots.png").stat().st_size > 10_000
+    assert (tmp_path / "report" / "report.md").read_text().startswith("| dataset")
+
+
+def test_report_lists_failed_runs_and_exits_nonzero(tmp_path, capsys):
+    run = tmp_path / "broken" / ".hydra"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("seed: 0\nepisode: {n_way: 5, k_shot: 1}\n")
+    (run / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices: {dataset: glyphs, algorithm: protonet, distance: l2}\n"
+                                    "  overrides:\n    task: []\n")
+    assert report_main([str(tmp_path)]) == 1
+    assert "Failed runs:" in capsys.readouterr().out
