@@ -86,8 +86,9 @@ def plot_acc_vs_shots(table: pd.DataFrame, path: Path) -> None:
     for ax, ((dataset, n_way), panel) in zip(axes[0], panels):
         for label, line in panel.groupby(label_keys):
             line = line.sort_values("k_shot")
-            name = " ".join(str(v) for v in (label if isinstance(label, tuple) else (label,)))
-            ax.plot(line.k_shot, 100 * line.acc, marker="o", label=name)
+            values = label if isinstance(label, tuple) else (label,)
+            name = ", ".join(str(v) if k in ("algorithm", "distance") else f"{k}={v}" for k, v in zip(label_keys, values))
+            ax.errorbar(line.k_shot, 100 * line.acc, yerr=100 * line.ci95, marker="o", capsize=3, label=name)
             ax.fill_between(line.k_shot, 100 * (line.acc - line.ci95), 100 * (line.acc + line.ci95), alpha=0.2)
         ax.set(title=f"{dataset}, {n_way}-way", xlabel="k_shot (support images per class)", ylabel="test accuracy (%)")
         ax.set_xscale("log", base=2)
