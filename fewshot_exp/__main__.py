@@ -20,6 +20,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fewshot_exp.config import register_configs
 from fewshot_exp.errors import UserError
+from fewshot_exp import sweep
+from fewshot_exp.sweep import record_failure
 from fewshot_exp.train import DivergedError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -50,11 +52,17 @@ def main(cfg: DictConfig) -> float:
     multirun = hc.mode.name == "MULTIRUN"
     group = cfg.logger.group or (Path(hc.sweep.dir).name if multirun else cfg.experiment_name)
     name = hc.job.override_dirname or cfg.experiment_name
+    run_dir = Path(hc.runtime.output_dir)
     try:
-        results = run_experiment(cfg, Path(hc.runtime.output_dir), name=name, group=group,
-                                 choices=dict(hc.runtime.choices))
-    except USER_ERRORS as e:  # reported here, or Hydra adds its own "Error executing job" line
-        exit_with(e)
+        results = run_experiment(cfg, run_dir, name=name, group=group, choices=dict(hc.runtime.choices))
+    except Exception as e:
+        if multirun:  # isolate the failure: record it, let the other jobs run
+            record_failure(run_dir, Path(hc.sweep.dir), hc.job.override_dirname, e)
+            print(f"job {hc.job.num} failed: {one_line(e)}", file=sys.stderr)
+            return float("nan")
+        if isinstance(e, USER_ERRORS):  # reported here, or Hydra adds its own "Error executing job" line
+            exit_with(e)
+        raise
     print(f"test accuracy: {100 * results['test/acc']:.2f}% ± {100 * results['test/acc_ci95']:.2f}% "
           f"(95% CI over {results['test/episodes']} episodes, {cfg.episode.n_way}-way {cfg.episode.k_shot}-shot)")
     if "test/lake_error" in results:
@@ -71,6 +79,9 @@ def cli() -> None:
         main()
     except USER_ERRORS as e:
         exit_with(e)
+    if sweep.failure_message:
+        print(f"error: {sweep.failure_message}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""A real 2-job sweep through the CLI, then the report over its run dirs."""
+"""A real sweep through the CLI (two good jobs, one impossible one), then the report over its run dirs."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -12,9 +13,16 @@ TINY = ["train.episodes=10", "train.val_every=10", "train.log_every=5", "train.v
 
 def test_sweep_then_report(glyphs_root, tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    proc = run_cli("-m", "episode.k_shot=1,3", "logger=none", *TINY, f"dataset.root={glyphs_root}",
+    proc = run_cli("-m", "episode.k_shot=1,3,30", "logger=none", *TINY, f"dataset.root={glyphs_root}",
                    f"hydra.sweep.dir={sweep}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the impossible job (30 + 15 images per class > 20) fails alone; the sweep finishes and exits 1 naming it
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of 3 jobs failed: episode.k_shot=30") and "k_shot + n_query = 30 + 15" in last
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert (summary["jobs"], summary["finished"]) == (3, 2)
+    failed_dir = Path(summary["failed"][0]["run_dir"])
+    assert failed_dir.name.startswith("2_") and "UserError" in (failed_dir / "error.txt").read_text()
     job_dirs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "results.json").is_file())
     assert len(job_dirs) == 2  # subdirs named by job number and overrides
     assert job_dirs[0].name.startswith("0_") and "episode.k_shot=1" in job_dirs[0].name
@@ -22,8 +30,9 @@ def test_sweep_then_report(glyphs_root, tmp_path, capsys):
     results = {json.loads((d / "results.json").read_text())["test/k_shot"]: d for d in job_dirs}
     assert sorted(results) == [1, 3]
 
-    assert report_main([str(sweep), "--out", str(tmp_path / "report")]) == 0
+    assert report_main([str(sweep), "--out", str(tmp_path / "report")]) == 1  # there is a failed run
     printed = capsys.readouterr().out
+    assert "Failed runs:" in printed and "episode.k_shot=30" in printed
     table = pd.read_csv(tmp_path / "report" / "report.csv")
     assert list(table.k_shot) == [1, 3] and set(table.algorithm) == {"protonet"}
     for row in table.itertuples():
