@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from conftest import run_cli
+from wandb_records import logged_run
 from fewshot_exp.report import main as report_main
 
 TINY = ["train.episodes=10", "train.val_every=10", "train.log_every=5", "train.val_episodes=10", "eval.episodes=20"]
@@ -13,7 +14,7 @@ TINY = ["train.episodes=10", "train.val_every=10", "train.log_every=5", "train.v
 
 def test_sweep_then_report(glyphs_root, tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    proc = run_cli("-m", "episode.k_shot=1,3,30", "logger=none", *TINY, f"dataset.root={glyphs_root}",
+    proc = run_cli("-m", "episode.k_shot=1,3,30", *TINY, f"dataset.root={glyphs_root}",
                    f"hydra.sweep.dir={sweep}")
     # the impossible job (30 + 15 images per class > 20) fails alone; the sweep finishes and exits 1 naming it
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -29,6 +30,11 @@ def test_sweep_then_report(glyphs_root, tmp_path, capsys):
     assert job_dirs[1].name.startswith("1_") and "episode.k_shot=3" in job_dirs[1].name
     results = {json.loads((d / "results.json").read_text())["test/k_shot"]: d for d in job_dirs}
     assert sorted(results) == [1, 3]
+    runs = [logged_run(d) for d in job_dirs]  # one W&B run per job, one group per sweep, named by overrides
+    assert [r["group"] for r in runs] == ["sweep", "sweep"]
+    assert [r["name"].split(",")[0] for r in runs] == ["episode.k_shot=1", "episode.k_shot=3"]
+    assert [r["summary"]["test/acc"] for r in runs] == [json.loads((d / "results.json").read_text())["test/acc"]
+                                                      for d in job_dirs]
 
     assert report_main([str(sweep), "--out", str(tmp_path / "report")]) == 1  # there is a failed run
     printed = capsys.readouterr().out
