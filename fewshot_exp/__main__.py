@@ -29,12 +29,24 @@ USER_ERRORS = (UserError, DivergedError, HydraException, OmegaConfBaseException)
 register_configs()
 
 
+NOISE = re.compile(r"(reference_type=|object_type=|provider=|Config search path|base_\w+$)")
+
+
 def one_line(e: BaseException) -> str:
-    """Hydra/OmegaConf messages span several lines (full_key, object_type, options); join them."""
-    parts = [str(e)]
-    if e.__cause__ is not None and str(e.__cause__) not in parts[0]:
-        parts.append(str(e.__cause__))
-    return re.sub(r"\s*\n\s*", " | ", "; ".join(p for p in parts if p).strip())
+    """Hydra/OmegaConf messages span several lines (full_key, types, search path, options); keep what a user
+    needs on one line: the message, the key, and the available options of a group (without schema entries)."""
+    text = str(e)
+    if e.__cause__ is not None and str(e.__cause__) not in text:
+        text += "\n" + str(e.__cause__)
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not NOISE.match(line.strip())]
+    start = _options_start(lines)
+    head, options = lines[: start + 1], lines[start + 1 :]
+    return "; ".join(head) + (f" {', '.join(options)}" if options else "")
+
+
+def _options_start(lines: list[str]) -> int:
+    """Index of Hydra's "Available options in 'group':" line (len(lines) if absent)."""
+    return next((i for i, line in enumerate(lines) if line.startswith("Available options")), len(lines))
 
 
 def exit_with(e: BaseException) -> None:
