@@ -163,6 +163,48 @@ class SiameseConfig(AlgorithmConfig):
 
 
 @dataclass
+class InnerLoopConfig(AlgorithmConfig):
+    """Settings shared by the gradient-based meta-learners (fewshot_exp/algorithms/maml.py, reptile.py)."""
+
+    inner_steps: int = 1  # SGD steps on each task's support set when training
+    test_inner_steps: int = 3  # ... when evaluating
+    inner_lr: float = 0.4  # inner SGD step size of the encoder
+    head_inner_lr: float | None = None  # of the linear head; None = inner_lr
+    vectorize: bool | None = None  # torch.func.vmap over the tasks of a batch; None = on CUDA, a loop on CPU
+    image_size: int = 28  # to measure the encoder's output size (YAML: ${dataset.image_size})
+    embedding_dim: int | None = None  # the encoder's output size; None = measured
+
+
+@dataclass
+class ProtoMAMLConfig(InnerLoopConfig):
+    _target_: str = "fewshot_exp.algorithms.maml.ProtoMAML"
+    test_inner_steps: int = 10
+    inner_lr: float = 0.1
+    first_order: bool = False  # treat the inner gradients as constants (first-order MAML)
+    meta_sgd: bool = False  # learn a per-parameter inner step size (Meta-SGD)
+
+
+@dataclass
+class MAMLConfig(ProtoMAMLConfig):
+    _target_: str = "fewshot_exp.algorithms.maml.MAML"
+    test_inner_steps: int = 3
+    inner_lr: float = 0.4
+    n_way: int = 5  # the learned head has max(n_way, train_n_way) outputs (YAML: ${episode.n_way})
+    train_n_way: int | None = None  # (YAML: ${train.episode.n_way})
+
+
+@dataclass
+class ReptileConfig(InnerLoopConfig):
+    _target_: str = "fewshot_exp.algorithms.reptile.Reptile"
+    inner_steps: int = 5
+    test_inner_steps: int = 10
+    inner_lr: float = 0.1
+    outer_stepsize: float = 1.0  # epsilon in theta <- theta + epsilon (phi - theta), scaled by the lr schedule
+    n_way: int = 5
+    train_n_way: int | None = None
+
+
+@dataclass
 class TrainConfig:
     episodes: int = 2000
     lr: float = 1e-3
@@ -215,6 +257,9 @@ def register_configs() -> None:
     cs.store(group="dataset", name="base_omniglot", node=OmniglotConfig)
     cs.store(group="encoder", name="base_conv4", node=Conv4Config)
     cs.store(group="algorithm", name="base_protonet", node=ProtoNetConfig)
+    cs.store(group="algorithm", name="base_maml", node=MAMLConfig)
+    cs.store(group="algorithm", name="base_protomaml", node=ProtoMAMLConfig)
+    cs.store(group="algorithm", name="base_reptile", node=ReptileConfig)
     cs.store(group="algorithm", name="base_matching", node=MatchingConfig)
     cs.store(group="algorithm", name="base_hallucination", node=HallucinationConfig)
     cs.store(group="algorithm", name="base_relation", node=RelationConfig)
@@ -261,3 +306,8 @@ def validate(cfg: Any) -> None:
     if cfg.distance.name not in ("l2", "cosine", "dot"):
         raise UserError(f"distance.name must be one of l2, cosine, dot, got {cfg.distance.name!r}")
     _positive("distance.temperature", cfg.distance.temperature)
+    if cfg.algorithm.get("n_way") is not None:  # a learned head (maml, fomaml, reptile) needs a row per class
+        need = max(cfg.episode.n_way, train_shape(cfg).n_way, 20 if cfg.eval.lake_runs else 0)
+        if max(cfg.algorithm.n_way, cfg.algorithm.get("train_n_way") or 0) < need:
+            raise UserError(f"algorithm.n_way={cfg.algorithm.n_way} gives the head fewer outputs than the {need} "
+                            f"classes of the largest episode (20 for eval.lake_runs); set algorithm.n_way={need}")

@@ -59,12 +59,16 @@ def train(algorithm: FewShotAlgorithm, samplers: dict[str, EpisodeSampler], cfg:
     bar = tqdm(range(1, tc.episodes + 1), unit="ep", desc="train", dynamic_ncols=True)
     for step in bar:
         episode = samplers["train"].sample()
-        with autocast(device, tc.amp):
-            logits = algorithm(episode)
-            loss = algorithm.loss(logits, episode)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        update = algorithm.meta_update(episode, optimizer)  # an algorithm's own outer update (Reptile), or None
+        if update is None:
+            with autocast(device, tc.amp):
+                logits = algorithm(episode)
+                loss = algorithm.loss(logits, episode)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        else:
+            loss, logits = update
         scheduler.step()
         running_loss += loss.detach().float()
         running_acc += (logits.detach().argmax(-1) == episode.query_y).float().mean()

@@ -1,0 +1,299 @@
+"""MAML (Finn, Abbeel & Levine, ICML 2017), first-order MAML, Meta-SGD (Li et al. 2017) and
+ProtoMAML (Triantafillou et al., ICLR 2020), as flags on one implementation.
+
+The model is the encoder f followed by a linear head (W, b). For each task, the meta-parameters
+theta = (encoder, W, b) are adapted by `inner_steps` SGD steps on the support loss,
+
+    theta_0 = theta,    theta_{j+1} = theta_j - alpha * grad_theta L_support(theta_j),
+
+and the task's query images are classified by the adapted weights theta_k. The meta-objective is
+the query loss of theta_k averaged over the tasks of a meta-batch, minimised by the training loop's
+Adam. Its gradient runs back through the inner loop (second order: d theta_k / d theta contains the
+Hessians of the support loss).
+
+- `first_order: true` (`algorithm=fomaml`): the inner gradients are treated as constants, so
+  d theta_k / d theta = I and the meta-gradient is the query-loss gradient at theta_k.
+- `algorithm=protomaml`: the head is not learned; each task starts it from the prototypes
+  c_n = mean of f(x) over the support images of class n, computed with the un-adapted encoder:
+
+      W_n = 2 c_n,    b_n = -||c_n||^2,
+
+  so that W f(x) + b = -||f(x) - c_n||^2 + ||f(x)||^2: with 0 inner steps, ProtoMAML makes
+  ProtoNet's (squared Euclidean) predictions. The meta-gradient also flows through (W, b) into the
+  encoder via the prototypes, in the second- and in the first-order variant (fo-Proto-MAML).
+- `meta_sgd: true`: alpha is a learned tensor of the same shape as each parameter (ProtoMAML's head
+  has one learning rate per feature, shared by all classes, so relabelling classes stays harmless),
+  initialised at `inner_lr` / `head_inner_lr` and meta-learned with the rest.
+
+Configurable: `inner_steps` (training) and `test_inner_steps` (evaluation: `self.training` picks),
+`inner_lr` (encoder) and `head_inner_lr` (head; null = inner_lr), `first_order`, `meta_sgd`,
+`vectorize`. MAML's head has max(`n_way`, `train_n_way`) outputs (the YAML reads them from
+`episode.n_way` and `train.episode.n_way`); an episode with fewer classes uses the first rows. Its
+input size is measured by running the encoder once on `image_size` pixels, or set `embedding_dim`.
+The head's meta-initialisation starts at zero (the paper draws it at random): all classes start
+equal, so early meta-gradients do not depend on which random row a label lands on. In the shared
+contract test (randomly initialised Conv-4 with 16 channels, random 16 px images, inner_lr 0.4), the
+first-order meta-gradient from a random head was nearly orthogonal to the second-order one (cosine
+0.05) and 15 Adam steps raised first-order MAML's loss on a fixed episode (1.48 -> 1.57); from a
+zero head they lowered it (1.41 -> 1.10). Cf. the "zeroing trick" of Kao et al. (ICLR 2022).
+The `distance` group is not used.
+
+Implementation:
+- The inner loop is functional: fast weights are a dict of tensors fed to the encoder with
+  `torch.func.functional_call`; modules are never copied. Inner gradients come from
+  `torch.func.grad`, which computes partial derivatives of the support loss w.r.t. the fast weights
+  (so ProtoMAML's step does not differentiate through the head init) while staying differentiable
+  w.r.t. theta for the meta-gradient. Being a function transform, it also works under the
+  `torch.no_grad()` of the evaluation protocol, which then builds no graph across the test steps.
+- Batch norm uses the statistics of the batch it sees, at training and at test time, as in the
+  MAML paper: the support pass normalises with the task's support statistics and the query pass
+  with the task's query statistics (transductive within a task, never across tasks). The encoder's
+  BatchNorm layers are replaced at construction by `TaskBatchNorm` (`track_running_stats=False`
+  semantics, same affine parameters): they keep no running buffers, so `eval()` changes nothing,
+  and no task can leak into another task or into the module's state.
+- Tasks of a meta-batch run one at a time (`vectorize: false`) or together with `torch.func.vmap`
+  (`vectorize: true`); both give the same numbers. Under vmap, batch norm runs as composite ops,
+  because the fused kernel's double backward is wrong there (see TaskBatchNorm). `vectorize: null`
+  picks the loop on CPU, where it measured faster: `OMP_NUM_THREADS=1 python benchmarks/maml_vmap.py`
+  (Conv-4, 28 px, 8 tasks of 5-way 5-shot 15-query) took 2.7 s (loop) vs 5.8 s (vmap) per
+  second-order meta-training step and 1.7 s vs 4.0 s per 3-step evaluation. On CUDA it picks vmap
+  (not measured here: no GPU was available; run the same benchmark there to check).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from fewshot_exp.algorithms.base import FewShotAlgorithm
+from fewshot_exp.data.episodes import Episode
+from fewshot_exp.errors import UserError
+
+Weights = dict[str, dict[str, torch.Tensor]]  # {"encoder": {name: tensor}, "head": {"weight": .., "bias": ..}}
+
+
+class TaskBatchNorm(nn.Module):
+    """Batch norm that always normalises with the statistics of the batch it is given; no running buffers.
+
+    Replaces a `BatchNorm*d` and keeps its affine parameters (same names, so `weight` and `bias` load from
+    the same state-dict keys). With `composite = True` it is computed from mean/var ops instead of the fused
+    kernel: under vmap, the fused kernel's double backward gives wrong gradients (pytorch/functorch#534;
+    measured here too, see tests/test_maml.py), while the composite ops are exact.
+    """
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm):
+        super().__init__()
+        self.weight, self.bias, self.eps = bn.weight, bn.bias, bn.eps
+        self.composite = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.composite:
+            return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        y = (x - x.mean(dims, keepdim=True)) * torch.rsqrt(x.var(dims, unbiased=False, keepdim=True) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.view(shape)
+        return y if self.bias is None else y + self.bias.view(shape)
+
+
+def use_task_batch_norm(module: nn.Module) -> None:
+    """Swap every BatchNorm*d inside `module` for a TaskBatchNorm, in place."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, TaskBatchNorm(child))
+        else:
+            use_task_batch_norm(child)
+
+
+def measure_embedding_dim(encoder: nn.Module, image_size: int) -> int:
+    """The encoder's output size for `image_size` px inputs, by running it once on a dummy batch."""
+    in_channels = next((m.in_channels for m in encoder.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if in_channels is None:
+        raise UserError(f"cannot infer the embedding size of {type(encoder).__name__}; set algorithm.embedding_dim")
+    p = next(encoder.parameters())
+    dummy = torch.zeros(2, in_channels, image_size, image_size, dtype=p.dtype, device=p.device)
+    with torch.no_grad():
+        return int(encoder(dummy).shape[-1])
+
+
+def detached(weights: Weights) -> Weights:
+    return {group: {k: w.detach() for k, w in ws.items()} for group, ws in weights.items()}
+
+
+def sgd_step(weights: Weights, grads: Weights, lrs: Weights) -> Weights:
+    """theta - alpha * g for every tensor; alpha is a float or a tensor broadcastable to theta."""
+    return {group: {k: w - lrs[group][k] * grads[group][k] for k, w in ws.items()} for group, ws in weights.items()}
+
+
+def one_hot(labels: torch.Tensor, n_way: int, dtype: torch.dtype) -> torch.Tensor:
+    # F.one_hot checks the label values, which vmap cannot do; a comparison can be batched.
+    return (labels.unsqueeze(-1) == torch.arange(n_way, device=labels.device)).to(dtype)
+
+
+def stack(outputs: list[Any]) -> Any:
+    """Stack a list of equally structured outputs (tensors, tuples, dicts of them) along a new dim 0."""
+    first = outputs[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack(outputs)
+    if isinstance(first, dict):
+        return {k: stack([o[k] for o in outputs]) for k in first}
+    return type(first)(stack(list(parts)) for parts in zip(*outputs))
+
+
+class MAML(FewShotAlgorithm):
+    #: MAML's head init is learned per output row, so class labels are not interchangeable.
+    label_equivariant = False
+    #: Initialise the head from the support prototypes (ProtoMAML) instead of a learned init.
+    prototype_head = False
+
+    def __init__(self, encoder: nn.Module, distance: nn.Module, inner_steps: int = 1, test_inner_steps: int = 3,
+                 inner_lr: float = 0.4, head_inner_lr: float | None = None, first_order: bool = False,
+                 meta_sgd: bool = False, vectorize: bool | None = None, n_way: int = 5, train_n_way: int | None = None,
+                 image_size: int = 28, embedding_dim: int | None = None):
+        super().__init__(encoder, distance)
+        for name, value in (("inner_steps", inner_steps), ("test_inner_steps", test_inner_steps)):
+            if value < 0:
+                raise UserError(f"algorithm.{name} must be >= 0, got {value}")
+        head_inner_lr = inner_lr if head_inner_lr is None else head_inner_lr
+        for name, value in (("inner_lr", inner_lr), ("head_inner_lr", head_inner_lr)):
+            if not value >= 0:
+                raise UserError(f"algorithm.{name} must be >= 0, got {value}")
+        self.inner_steps, self.test_inner_steps = inner_steps, test_inner_steps
+        self.inner_lr, self.head_inner_lr = inner_lr, head_inner_lr
+        self.first_order, self.meta_sgd, self.vectorize = first_order, meta_sgd, vectorize
+        use_task_batch_norm(self.encoder)  # batch statistics always; no running buffers to leak into
+
+        needs_dim = not self.prototype_head or meta_sgd
+        dim = (embedding_dim or measure_embedding_dim(self.encoder, image_size)) if needs_dim else None
+        if not self.prototype_head:
+            self.head = nn.Linear(dim, max(n_way, train_n_way or 0))
+            nn.init.zeros_(self.head.weight)  # every class starts equal (see the module docstring)
+            nn.init.zeros_(self.head.bias)
+        if meta_sgd:  # learned per-parameter inner learning rates, stored under "encoder__<name>" / "head__<name>"
+            lrs = {f"encoder__{k.replace('.', '__')}": torch.full_like(p, inner_lr)
+                   for k, p in self.encoder.named_parameters()}
+            head_shapes = {"weight": (1, dim), "bias": (1,)} if self.prototype_head else {
+                k: p.shape for k, p in self.head.named_parameters()}
+            lrs.update({f"head__{k}": torch.full(s, head_inner_lr) for k, s in head_shapes.items()})
+            self.inner_lrs = nn.ParameterDict({k: nn.Parameter(v.contiguous()) for k, v in lrs.items()})
+
+    # --- the pieces of one task ------------------------------------------------------------------
+
+    def meta_weights(self) -> Weights:
+        weights: Weights = {"encoder": dict(self.encoder.named_parameters())}
+        if not self.prototype_head:
+            weights["head"] = dict(self.head.named_parameters())
+        return weights
+
+    def learning_rates(self, n_way: int) -> Weights:
+        """alpha for every fast weight: floats, or Meta-SGD's learned tensors (head rows cut to n_way)."""
+        if not self.meta_sgd:
+            return {"encoder": {k: self.inner_lr for k, _ in self.encoder.named_parameters()},
+                    "head": {"weight": self.head_inner_lr, "bias": self.head_inner_lr}}
+        lrs = {"encoder": {k: self.inner_lrs[f"encoder__{k.replace('.', '__')}"]
+                           for k, _ in self.encoder.named_parameters()}}
+        head = {k: self.inner_lrs[f"head__{k}"] for k in ("weight", "bias")}
+        lrs["head"] = head if self.prototype_head else {k: v[:n_way] for k, v in head.items()}
+        return lrs
+
+    def logits_with(self, weights: Weights, x: torch.Tensor) -> torch.Tensor:
+        """Images [M, C, H, W] -> logits [M, N] with the given (fast) weights."""
+        z = functional_call(self.encoder, weights["encoder"], (x,))
+        if z.shape[-1] != weights["head"]["weight"].shape[-1]:
+            raise UserError(f"the encoder gives {z.shape[-1]}-d embeddings of {x.shape[-1]} px images but the head "
+                            f"takes {weights['head']['weight'].shape[-1]}-d ones; set algorithm.image_size or "
+                            "algorithm.embedding_dim")
+        return F.linear(z, weights["head"]["weight"], weights["head"]["bias"])
+
+    def support_loss(self, weights: Weights, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits_with(weights, x)
+        return F.cross_entropy(logits, y), logits
+
+    def init_head(self, encoder_weights: dict[str, torch.Tensor], support_x: torch.Tensor, support_y: torch.Tensor,
+                  n_way: int) -> dict[str, torch.Tensor]:
+        """The head a task starts from: MAML's learned init, or ProtoMAML's W = 2c, b = -||c||^2."""
+        if not self.prototype_head:
+            if n_way > self.head.out_features:
+                raise UserError(f"the MAML head has {self.head.out_features} outputs but the episode is {n_way}-way; "
+                                f"set algorithm.n_way={n_way}")
+            return {"weight": self.head.weight[:n_way], "bias": self.head.bias[:n_way]}
+        z = functional_call(self.encoder, encoder_weights, (support_x,))  # [S, D], un-adapted encoder
+        one_hot_y = one_hot(support_y, n_way, z.dtype)  # [S, N]
+        prototypes = (one_hot_y.T @ z) / one_hot_y.sum(0).clamp_min(1).unsqueeze(1)  # [N, D]
+        return {"weight": 2 * prototypes, "bias": -prototypes.pow(2).sum(1)}
+
+    def inner_step(self, weights: Weights, lrs: Weights, x: torch.Tensor, y: torch.Tensor,
+                   second_order: bool) -> tuple[Weights, torch.Tensor]:
+        """One SGD step on the loss of (x, y); also returns the logits of x before the step."""
+        at = weights if second_order else detached(weights)
+        grads, logits = grad(self.support_loss, has_aux=True)(at, x, y)
+        return sgd_step(weights, grads, lrs), logits
+
+    def adapt(self, meta: Weights, lrs: Weights, x: torch.Tensor, y: torch.Tensor, n_way: int, steps: int,
+              second_order: bool) -> Weights:
+        """Fast weights after `steps` SGD steps on (x, y), starting from the meta-weights."""
+        weights = {"encoder": meta["encoder"], "head": self.init_head(meta["encoder"], x, y, n_way)}
+        for _ in range(steps):
+            weights, _ = self.inner_step(weights, lrs, x, y, second_order)
+        return weights
+
+    def for_each_task(self, fn: Callable[..., Any], *per_task: torch.Tensor) -> Any:
+        """fn applied to each task's slice of the [T, ...] tensors, outputs stacked over tasks."""
+        vectorize = self.vectorize if self.vectorize is not None else per_task[0].device.type == "cuda"
+        if vectorize:
+            with self.vmappable_encoder():
+                return vmap(fn)(*per_task)
+        return stack([fn(*task) for task in zip(*per_task)])
+
+    @contextmanager
+    def vmappable_encoder(self) -> Iterator[None]:
+        """Composite batch norm (exact double backward under vmap) and, as vmap cannot query channels_last
+        contiguity, the encoder's default memory layout."""
+        norms = [m for m in self.encoder.modules() if isinstance(m, TaskBatchNorm)]
+        channels_last = getattr(self.encoder, "channels_last", False)
+        for m in norms:
+            m.composite = True
+        if channels_last:
+            self.encoder.channels_last = False
+        try:
+            yield
+        finally:
+            for m in norms:
+                m.composite = False
+            if channels_last:
+                self.encoder.channels_last = True
+
+    # --- episode in, logits out ------------------------------------------------------------------
+
+    def forward(self, episode: Episode) -> torch.Tensor:  # [T, N*Q, N]
+        steps = self.inner_steps if self.training else self.test_inner_steps
+        # Without autograd recording (evaluation), only the inner gradients are needed.
+        second_order = not self.first_order and torch.is_grad_enabled()
+        meta, lrs, n_way = self.meta_weights(), self.learning_rates(episode.n_way), episode.n_way
+
+        def task(support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+            weights = self.adapt(meta, lrs, support_x, support_y, n_way, steps, second_order)
+            return self.logits_with(weights, query_x)
+
+        return self.for_each_task(task, episode.support_x, episode.support_y, episode.query_x)
+
+
+class ProtoMAML(MAML):
+    """MAML whose head starts each task at the prototypes of its support set (see the module docstring)."""
+
+    label_equivariant = True
+    prototype_head = True
+
+    def __init__(self, encoder: nn.Module, distance: nn.Module, inner_steps: int = 1, test_inner_steps: int = 10,
+                 inner_lr: float = 0.1, head_inner_lr: float | None = None, first_order: bool = False,
+                 meta_sgd: bool = False, vectorize: bool | None = None, image_size: int = 28,
+                 embedding_dim: int | None = None):
+        super().__init__(encoder, distance, inner_steps, test_inner_steps, inner_lr, head_inner_lr, first_order,
+                         meta_sgd, vectorize, image_size=image_size, embedding_dim=embedding_dim)
