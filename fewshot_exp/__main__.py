@@ -22,7 +22,7 @@ from fewshot_exp.config import register_configs
 from fewshot_exp.errors import UserError
 from fewshot_exp import sweep
 from fewshot_exp.sweep import record_failure
-from fewshot_exp.train import DivergedError
+from fewshot_exp.train import DivergedError, Interrupted
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 USER_ERRORS = (UserError, DivergedError, HydraException, OmegaConfBaseException)
@@ -68,6 +68,9 @@ def main(cfg: DictConfig) -> float:
     try:
         results = run_experiment(cfg, run_dir, name=name, group=group, choices=dict(hc.runtime.choices))
     except Exception as e:
+        if isinstance(e, Interrupted):  # a signal stops the whole sweep, not just this job
+            print(f"stopped: {e}", file=sys.stderr)
+            sys.exit(130)
         if multirun:  # isolate the failure: record it, let the other jobs run
             record_failure(run_dir, Path(hc.sweep.dir), hc.job.override_dirname, e)
             print(f"job {hc.job.num} failed: {one_line(e)}", file=sys.stderr)
@@ -83,7 +86,23 @@ def main(cfg: DictConfig) -> float:
     return results["val/best_acc"]
 
 
+def resume_argv(argv: list[str]) -> list[str]:
+    """`resume=<run dir>` means `resume=true hydra.run.dir=<run dir>`: continue that run in place."""
+    out = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key == "resume" and value.lower() not in ("true", "false"):
+            if not (Path(value) / ".hydra").is_dir():
+                exit_with(UserError(f"resume={value}: not a run dir (no .hydra folder); pass the dir of the run to "
+                                    "continue, or resume=true with hydra.run.dir=<dir>"))
+            out += ["resume=true", f"hydra.run.dir={Path(value).resolve()}"]
+        else:
+            out.append(arg)
+    return out
+
+
 def cli() -> None:
+    sys.argv[1:] = resume_argv(sys.argv[1:])
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         os.environ["FEWSHOT_TRACEBACK"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report

@@ -40,6 +40,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         os.close(dir_fd)
 
 
+def remove_partial_writes(directory: str | Path) -> None:
+    """Delete temporary files a killed process left behind mid-write (the real checkpoints are intact)."""
+    for tmp in Path(directory).glob(".*.pt.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

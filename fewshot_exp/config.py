@@ -215,6 +215,7 @@ class TrainConfig:
     log_every: int = 50
     val_every: int = 250
     val_episodes: int = 200
+    checkpoint_every: int = 250  # episodes between `last.pt` writes (also written on SIGTERM/SIGINT)
     amp: bool = False  # bf16 autocast on CUDA
 
 
@@ -248,6 +249,8 @@ class Config:
     experiment_name: str = "default"
     seed: int = 0
     device: Device = Device.auto
+    deterministic: bool = False  # torch.use_deterministic_algorithms + cuDNN flags (for GPU runs)
+    resume: bool = False  # continue from last.pt in the run dir (`resume=<run dir>` picks the dir)
 
 
 def register_configs() -> None:
@@ -292,7 +295,7 @@ def validate(cfg: Any) -> None:
             _positive(f"{prefix}.{key}", getattr(shape, key))
     if cfg.episode.n_way < 2 or train_shape(cfg).n_way < 2:
         raise UserError("n_way must be at least 2 (a 1-way task has nothing to classify)")
-    for key in ("episodes", "log_every", "val_every", "val_episodes", "lr_step"):
+    for key in ("episodes", "log_every", "val_every", "val_episodes", "lr_step", "checkpoint_every"):
         _positive(f"train.{key}", cfg.train[key])
     for key in ("lr", "lr_gamma"):
         _positive(f"train.{key}", cfg.train[key])

@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import random
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
 from fewshot_exp.build import build_algorithm, load_splits, samplers, select_device
-from fewshot_exp.checkpoint import load_checkpoint
+from fewshot_exp.checkpoint import load_checkpoint, remove_partial_writes
 from fewshot_exp.config import train_shape, validate
+from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import evaluate, lake_runs_error
 from fewshot_exp.tracking import Tracker
 from fewshot_exp.train import train
 
+log = logging.getLogger(__name__)
 
-def seed_everything(seed: int) -> None:
+
+def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:  # GPU runs: same kernels, same results (CPU runs are deterministic already)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
 
 
 def load_lake_runs_for(cfg: Any) -> list | None:
@@ -38,22 +51,62 @@ def wandb_config(cfg: Any, choices: dict[str, str]) -> dict:
     return config
 
 
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def config_differences(cfg: Any, saved_yaml: str) -> list[str]:
+    """Dotted keys whose values differ between the config and a checkpoint's (`resume` aside)."""
+    now = pd.json_normalize(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), sep=".").iloc[0].to_dict()
+    then = pd.json_normalize(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=True), sep=".").iloc[0]
+    then = then.to_dict()
+    return sorted(k for k in now.keys() | then.keys() if k != "resume" and str(now.get(k)) != str(then.get(k)))
+
+
+def resume_state(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any] | None:
+    """The last.pt state to continue from, None to start afresh; refuses to overwrite another run's checkpoints."""
+    last = run_dir / "last.pt"
+    remove_partial_writes(run_dir)
+    if not cfg.resume:
+        if last.exists():
+            raise UserError(f"{run_dir} already holds a run (last.pt): pass resume=true to continue it, or choose "
+                            "another hydra.run.dir")
+        return None
+    if not last.exists():
+        log.info("resume=true but %s has no last.pt yet: starting from the beginning", run_dir)
+        return None
+    state = load_checkpoint(last, map_location=device)
+    differences = config_differences(cfg, state["config"])
+    if differences:
+        raise UserError(f"cannot resume {last}: the config differs from the checkpoint's in "
+                        f"{', '.join(differences[:5])}{' ...' if len(differences) > 5 else ''}")
+    log.info("resuming %s at episode %d", run_dir, state["progress"]["episode"])
+    return state
+
+
 def run_experiment(cfg: Any, run_dir: Path, name: str | None = None, group: str | None = None,
                    choices: dict[str, str] | None = None) -> dict[str, Any]:
     """Train and test one configuration; returns the final metrics also written to results.json."""
     validate(cfg)
     device = select_device(cfg.device.value)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, cfg.deterministic)
     lake_runs = load_lake_runs_for(cfg)
     splits = load_splits(cfg, device)
     episode_samplers = samplers(cfg, splits, cfg.seed)
     algorithm = build_algorithm(cfg, splits.train.images.shape[1], device)
     choices = choices or {}
     tags = [*cfg.logger.tags, *(f"{k}={v}" for k, v in sorted(choices.items()) if k in ("dataset", "algorithm", "distance"))]
-    tracker = Tracker(run_dir, cfg.logger, name=name, group=group, config=wandb_config(cfg, choices), tags=tags)
+    resume_from = resume_state(cfg, run_dir, device)
+    if resume_from is not None:
+        algorithm.load_state_dict(resume_from["algorithm"])
+    tracker = Tracker(run_dir, cfg.logger, name=name, group=group, config=wandb_config(cfg, choices), tags=tags,
+                      resume=None if resume_from is None else (resume_from["wandb_run_id"],
+                                                               resume_from["progress"]["episode"]))
     exit_code = 1
     try:
-        best_val = train(algorithm, episode_samplers, cfg, tracker, run_dir, device)
+        best_val = train(algorithm, episode_samplers, cfg, tracker, run_dir, device, resume_from)
         algorithm.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["algorithm"])
         test = evaluate(algorithm, episode_samplers["test"], cfg.eval.episodes, cfg.eval.batch_images)
         t = train_shape(cfg)
@@ -73,7 +126,7 @@ def run_experiment(cfg: Any, run_dir: Path, name: str | None = None, group: str 
             results.update(lake_runs_error(algorithm, lake_runs, device))
         tracker.log({k: v for k, v in results.items() if k.startswith("test/")}, cfg.train.episodes)
         tracker.summary(results)
-        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_atomically(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
         exit_code = 0
         return results
     finally:

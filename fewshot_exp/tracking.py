@@ -8,6 +8,7 @@ the local `metrics.jsonl` and `results.json` are always written.
 from __future__ import annotations
 
 import json
+import math
 import netrc
 import os
 import warnings
@@ -32,28 +33,62 @@ def wandb_mode(mode: str) -> str:
     return "online" if logged_in_to_wandb() else "offline"
 
 
+def _step(line: str) -> int | None:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+        return None
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep the rows of metrics.jsonl up to `last_step` (rewritten atomically)."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines() if (_step(line) or math.inf) <= last_step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(row + "\n" for row in rows))
+    os.replace(tmp, path)
+
+
 class Tracker:
     def __init__(self, run_dir: Path, logger_cfg: Any | None = None, name: str | None = None,
-                 group: str | None = None, config: dict | None = None, tags: list[str] | None = None):
+                 group: str | None = None, config: dict | None = None, tags: list[str] | None = None,
+                 resume: tuple[str | None, int] | None = None):
+        """`resume=(W&B run id, episode)` continues a run: `metrics.jsonl` drops the rows logged after that
+        episode (they will be logged again), and W&B continues the same run when online (`resume="allow"`)
+        or, offline, starts a new run whose config says which run it continues."""
         self.run_dir = Path(run_dir)
+        if resume is not None:
+            truncate_metrics(self.run_dir / "metrics.jsonl", resume[1])
         self.metrics_file = open(self.run_dir / "metrics.jsonl", "a")
         self.wandb_run = None
         if logger_cfg is not None and logger_cfg.name == "wandb" and logger_cfg.mode.value != "disabled":
-            self._guard("init", self._init_wandb, logger_cfg, name, group, config, tags)
+            self._guard("init", self._init_wandb, logger_cfg, name, group, config, tags, resume)
+
+    @property
+    def run_id(self) -> str | None:
+        return None if self.wandb_run is None else self.wandb_run.id
 
     def _init_wandb(self, logger_cfg: Any, name: str | None, group: str | None, config: dict | None,
-                    tags: list[str] | None) -> None:
+                    tags: list[str] | None, resume: tuple[str | None, int] | None) -> None:
         import wandb
 
+        mode = wandb_mode(logger_cfg.mode.value)
+        previous_id = resume[0] if resume else None
+        same_run = previous_id is not None and mode == "online"
+        if previous_id is not None and not same_run:
+            config = {**(config or {}), "resumed_from": previous_id, "resumed_at_episode": resume[1]}
         self.wandb_run = wandb.init(
             project=logger_cfg.project,
             entity=logger_cfg.entity,
-            mode=wandb_mode(logger_cfg.mode.value),
+            mode=mode,
             dir=str(self.run_dir),
             name=name,
             group=group,
             tags=tags,
             config=config,
+            id=previous_id if same_run else None,
+            resume="allow" if same_run else None,
             reinit="finish_previous",
         )
 

@@ -2,13 +2,21 @@
 
 Every `train.log_every` episodes the running loss/accuracy go to the tracker (the only host
 syncs in the loop); every `train.val_every` episodes the model is evaluated on the same
-validation episodes and the best one is checkpointed as `best.pt`; `last.pt` is written at the end.
+validation episodes and the best one is checkpointed as `best.pt`. Every
+`train.checkpoint_every` episodes, at the end, and when the process gets SIGTERM or SIGINT,
+`last.pt` holds everything needed to continue bit for bit: model, optimizer, LR schedule, the
+episode counter, the running averages, the best validation score, the W&B run id and every
+random state (Python, torch CPU and CUDA, the training sampler's generator).
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+import random
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,69 +35,124 @@ class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class Interrupted(RuntimeError):
+    """SIGTERM or SIGINT arrived; `last.pt` was written first."""
+
+
+@dataclass
+class Progress:
+    """Where the loop is; saved in every checkpoint."""
+
+    episode: int = 0
+    best_val: float = -math.inf
+    since_log: int = 0
+    running: torch.Tensor = field(default_factory=lambda: torch.zeros(2))  # summed [loss, accuracy] since the last log
+
+
 def autocast(device: torch.device, enabled: bool) -> Any:
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
 
 
-def checkpoint_state(algorithm: FewShotAlgorithm, optimizer: Any, scheduler: Any, episode: int, best_val: float,
-                     cfg: Any) -> dict[str, Any]:
-    return {
-        "algorithm": algorithm.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "episode": episode,
-        "best_val_acc": best_val,
-        "config": OmegaConf.to_yaml(cfg),
-    }
+def rng_state(sampler: EpisodeSampler) -> dict[str, Any]:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "sampler": sampler.generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], sampler: EpisodeSampler) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    sampler.generator.set_state(state["sampler"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def stop_requests() -> Iterator[list[int]]:
+    """Collect SIGTERM/SIGINT instead of dying at once, so the loop can checkpoint and stop cleanly."""
+    received: list[int] = []
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+        except ValueError:  # not the main thread (some launchers): keep the default behaviour
+            pass
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def train(algorithm: FewShotAlgorithm, samplers: dict[str, EpisodeSampler], cfg: Any, tracker: Tracker,
-          run_dir: Path, device: torch.device) -> float:
-    """Train for `cfg.train.episodes` episodes; returns the best validation accuracy."""
+          run_dir: Path, device: torch.device, resume_from: dict[str, Any] | None = None) -> float:
+    """Train up to `cfg.train.episodes` episodes (continuing `resume_from`, a last.pt state, if given);
+    returns the best validation accuracy."""
     tc = cfg.train
     optimizer = torch.optim.Adam(algorithm.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.lr_step, gamma=tc.lr_gamma)
-    best_val = -math.inf
-    running_loss = torch.zeros((), device=device)
-    running_acc = torch.zeros((), device=device)
-    since_log = 0
+    progress = Progress(running=torch.zeros(2, device=device))
+    if resume_from is not None:
+        optimizer.load_state_dict(resume_from["optimizer"])
+        scheduler.load_state_dict(resume_from["scheduler"])
+        progress = Progress(**{**resume_from["progress"], "running": resume_from["progress"]["running"].to(device)})
+        set_rng_state(resume_from["rng"], samplers["train"])
+
+    def checkpoint(name: str) -> None:
+        save_checkpoint(run_dir / name, {
+            "algorithm": algorithm.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "progress": vars(progress).copy(),
+            "rng": rng_state(samplers["train"]), "wandb_run_id": tracker.run_id, "config": OmegaConf.to_yaml(cfg)})
+
     algorithm.train()
-    bar = tqdm(range(1, tc.episodes + 1), unit="ep", desc="train", dynamic_ncols=True)
-    for step in bar:
-        episode = samplers["train"].sample()
-        update = algorithm.meta_update(episode, optimizer)  # an algorithm's own outer update (Reptile), or None
-        if update is None:
-            with autocast(device, tc.amp):
-                logits = algorithm(episode)
-                loss = algorithm.loss(logits, episode)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        else:
-            loss, logits = update
-        scheduler.step()
-        running_loss += loss.detach().float()
-        running_acc += (logits.detach().argmax(-1) == episode.query_y).float().mean()
-        since_log += 1
-        if step % tc.log_every == 0 or step == tc.episodes:
-            metrics = {"train/loss": float(running_loss) / since_log, "train/acc": float(running_acc) / since_log,
-                       "train/lr": scheduler.get_last_lr()[0]}
-            if not math.isfinite(metrics["train/loss"]):
-                raise DivergedError(f"training diverged: loss is {metrics['train/loss']} at episode {step}; "
-                                    f"lower train.lr (now {tc.lr})")
-            tracker.log(metrics, step)
-            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['train/acc']:.3f}")
-            running_loss.zero_()
-            running_acc.zero_()
-            since_log = 0
-        if step % tc.val_every == 0 or step == tc.episodes:
-            samplers["val"].generator.manual_seed(cfg.seed + 1)  # the same validation episodes every time
-            val = evaluate(algorithm, samplers["val"], tc.val_episodes, cfg.eval.batch_images)
-            tracker.log({"val/acc": val.mean, "val/acc_ci95": val.ci95, "val/loss": val.loss}, step)
-            if val.mean > best_val:
-                best_val = val.mean
-                save_checkpoint(run_dir / "best.pt", checkpoint_state(algorithm, optimizer, scheduler, step, best_val, cfg))
-    save_checkpoint(run_dir / "last.pt", checkpoint_state(algorithm, optimizer, scheduler, tc.episodes, best_val, cfg))
-    return best_val
+    bar = tqdm(range(progress.episode + 1, tc.episodes + 1), initial=progress.episode, total=tc.episodes, unit="ep",
+               desc="train", dynamic_ncols=True)
+    with stop_requests() as stop:
+        for step in bar:
+            episode = samplers["train"].sample()
+            update = algorithm.meta_update(episode, optimizer)  # an algorithm's own outer update (Reptile), or None
+            if update is None:
+                with autocast(device, tc.amp):
+                    logits = algorithm(episode)
+                    loss = algorithm.loss(logits, episode)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            else:
+                loss, logits = update
+            scheduler.step()
+            progress.episode = step
+            progress.running += torch.stack([loss.detach().float(),
+                                             (logits.detach().argmax(-1) == episode.query_y).float().mean()])
+            progress.since_log += 1
+            if step % tc.log_every == 0 or step == tc.episodes:
+                loss_avg, acc_avg = (progress.running / progress.since_log).tolist()
+                check_finite(loss_avg, step, tc.lr)
+                tracker.log({"train/loss": loss_avg, "train/acc": acc_avg, "train/lr": scheduler.get_last_lr()[0]}, step)
+                bar.set_postfix(loss=f"{loss_avg:.3f}", acc=f"{acc_avg:.3f}")
+                progress.running.zero_()
+                progress.since_log = 0
+            if step % tc.val_every == 0 or step == tc.episodes:
+                samplers["val"].generator.manual_seed(cfg.seed + 1)  # the same validation episodes every time
+                val = evaluate(algorithm, samplers["val"], tc.val_episodes, cfg.eval.batch_images)
+                tracker.log({"val/acc": val.mean, "val/acc_ci95": val.ci95, "val/loss": val.loss}, step)
+                if val.mean > progress.best_val:
+                    progress.best_val = val.mean
+                    checkpoint("best.pt")
+            if step % tc.checkpoint_every == 0 or step == tc.episodes or stop:
+                check_finite(float(progress.running[0]) / max(progress.since_log, 1), step, tc.lr)
+                checkpoint("last.pt")
+            if stop:
+                raise Interrupted(f"stopped by signal {signal.Signals(stop[0]).name} at episode {step} after writing "
+                                  f"{run_dir / 'last.pt'}; continue with resume={run_dir}")
+    return progress.best_val
+
+
+def check_finite(loss: float, step: int, lr: float) -> None:
+    """A NaN/inf loss stops the run before it can overwrite the last good checkpoint."""
+    if not math.isfinite(loss):
+        raise DivergedError(f"training diverged: loss is {loss} at episode {step}; lower train.lr (now {lr}); "
+                            "the last good checkpoint is kept")

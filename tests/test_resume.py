@@ -1,0 +1,112 @@
+"""Kill a real training process at many points (SIGKILL, including in the middle of a checkpoint write and
+of a metrics line, and a graceful SIGTERM), resume it each time, and check that it ends bit-for-bit where an
+uninterrupted run ends: same parameters, same results.json, same metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+
+CONFIG = ["train.episodes=40", "train.val_every=10", "train.log_every=5", "train.checkpoint_every=5",
+          "train.val_episodes=10", "eval.episodes=20", "encoder.hidden=16", "encoder.out_channels=16", "logger=none"]
+
+DRIVER = """
+import os, signal, sys, torch
+import fewshot_exp.data.episodes, fewshot_exp.run, fewshot_exp.tracking, fewshot_exp.train
+calls = 0
+def fault(owner, name, nth, sig=signal.SIGKILL, before=None):
+    original = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        global calls
+        calls += 1
+        if calls == nth:
+            if before is not None:
+                before(*args, **kwargs)
+            os.kill(os.getpid(), sig)
+        return original(*args, **kwargs)
+    setattr(owner, name, wrapper)
+def half_written(obj, f, *args, **kwargs):
+    f.write(b"PK half a checkpoint"); f.flush()
+def half_a_line(self, metrics, step):
+    self.metrics_file.write('{"step": ' + str(step) + ', "train/lo'); self.metrics_file.flush()
+%s
+from fewshot_exp.__main__ import cli
+sys.argv = ["fewshot_exp", *sys.argv[1:]]
+cli()
+"""
+
+# (fault to inject, expected exit code): each process resumes from whatever the previous one left behind.
+KILL_POINTS = [
+    ("fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 3)", -9),  # before the first checkpoint
+    ("fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 13)", -9),  # between checkpoints
+    ("fault(torch, 'save', 2, before=half_written)", -9),  # in the middle of writing a checkpoint
+    ("fault(fewshot_exp.train, 'evaluate', 1)", -9),  # during validation
+    ("fault(fewshot_exp.tracking.Tracker, 'log', 3, before=half_a_line)", -9),  # half a metrics line written
+    ("fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 4, sig=signal.SIGTERM)", 130),  # graceful stop
+    ("fault(fewshot_exp.run, 'evaluate', 1)", -9),  # during the final test
+]
+
+
+def run(run_dir, fault: str = "", *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-c", DRIVER % fault, *CONFIG, *extra, f"hydra.run.dir={run_dir}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def final_state(run_dir):
+    params = torch.load(run_dir / "last.pt", weights_only=True)["algorithm"]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return params, json.loads((run_dir / "results.json").read_text()), rows
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_ends_bit_exact(glyphs_root, tmp_path):
+    data = f"dataset.root={glyphs_root}"
+    reference = tmp_path / "reference"
+    proc = run(reference, "", data)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    resumed = tmp_path / "resumed"
+    episodes_done = []
+    for fault, expected in KILL_POINTS:
+        proc = run(resumed, fault, data, "resume=true")
+        assert proc.returncode == expected, (fault, proc.stderr[-3000:])
+        if (resumed / "last.pt").exists():
+            episodes_done.append(torch.load(resumed / "last.pt", weights_only=True)["progress"]["episode"])
+        assert not list(resumed.glob(".*.tmp")) or fault.startswith("fault(torch"), "temporary files pile up"
+    assert episodes_done == sorted(episodes_done) and episodes_done[-1] == 40  # progress was made and kept
+    assert "stopped by signal SIGTERM" in run(tmp_path / "x", "fault(fewshot_exp.data.episodes.EpisodeSampler, "
+                                                             "'sample', 2, sig=signal.SIGTERM)", data).stderr
+    proc = run(resumed, "", data, "resume=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    ref_params, ref_results, ref_rows = final_state(reference)
+    params, results, rows = final_state(resumed)
+    assert params.keys() == ref_params.keys()
+    for name in params:
+        assert torch.equal(params[name], ref_params[name]), name
+    assert results == ref_results
+    assert rows == ref_rows
+
+
+def test_resume_refuses_a_changed_config_and_fresh_runs_refuse_to_overwrite(glyphs_root, tmp_path):
+    data = f"dataset.root={glyphs_root}"
+    assert run(tmp_path, "", data, "train.episodes=10", "train.checkpoint_every=10").returncode == 0
+    before = (tmp_path / "last.pt").read_bytes()
+    proc = run(tmp_path, "", data, "train.episodes=10")
+    assert proc.returncode == 2 and "already holds a run (last.pt)" in proc.stderr
+    proc = run(tmp_path, "", data, "train.episodes=10", "train.lr=0.5", "resume=true")
+    assert proc.returncode == 2 and "config differs from the checkpoint's in train.checkpoint_every, train.lr" in proc.stderr
+    assert (tmp_path / "last.pt").read_bytes() == before  # nothing already written was touched
+    (tmp_path / "last.pt").write_bytes(before[:100])
+    proc = run(tmp_path, "", data, "train.episodes=10", "train.checkpoint_every=10", "resume=true")
+    assert proc.returncode == 2 and "last.pt is unreadable" in proc.stderr.strip().splitlines()[-1]
