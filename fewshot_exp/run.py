@@ -9,7 +9,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
@@ -59,6 +58,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 def config_differences(cfg: Any, saved_yaml: str) -> list[str]:
     """Dotted keys whose values differ between the config and a checkpoint's (`resume` aside)."""
+    import pandas as pd  # only needed here; keeps start-up light
     now = pd.json_normalize(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), sep=".").iloc[0].to_dict()
     then = pd.json_normalize(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=True), sep=".").iloc[0]
     then = then.to_dict()
@@ -97,7 +97,7 @@ def run_experiment(cfg: Any, run_dir: Path, name: str | None = None, group: str 
     episode_samplers = samplers(cfg, splits, cfg.seed)
     algorithm = build_algorithm(cfg, splits.train.images.shape[1], device)
     choices = choices or {}
-    tags = [*cfg.logger.tags, *(f"{k}={v}" for k, v in sorted(choices.items()) if k in ("dataset", "algorithm", "distance"))]
+    tags = [*cfg.logger.tags, *(f"{k}={choices[k]}" for k in ("algorithm", "dataset", "distance") if k in choices)]
     resume_from = resume_state(cfg, run_dir, device)
     if resume_from is not None:
         algorithm.load_state_dict(resume_from["algorithm"])
