@@ -187,7 +187,7 @@ class ProtoMAMLConfig(InnerLoopConfig):
 @dataclass
 class MAMLConfig(ProtoMAMLConfig):
     _target_: str = "fewshot_exp.algorithms.maml.MAML"
-    test_inner_steps: int = 3
+    test_inner_steps: int = 1
     inner_lr: float = 0.4
     n_way: int = 5  # the learned head has max(n_way, train_n_way) outputs (YAML: ${episode.n_way})
     train_n_way: int | None = None  # (YAML: ${train.episode.n_way})

@@ -153,7 +153,7 @@ class MAML(FewShotAlgorithm):
     #: Initialise the head from the support prototypes (ProtoMAML) instead of a learned init.
     prototype_head = False
 
-    def __init__(self, encoder: nn.Module, distance: nn.Module, inner_steps: int = 1, test_inner_steps: int = 3,
+    def __init__(self, encoder: nn.Module, distance: nn.Module, inner_steps: int = 1, test_inner_steps: int = 1,
                  inner_lr: float = 0.4, head_inner_lr: float | None = None, first_order: bool = False,
                  meta_sgd: bool = False, vectorize: bool | None = None, n_way: int = 5, train_n_way: int | None = None,
                  image_size: int = 28, embedding_dim: int | None = None):
