@@ -10,6 +10,10 @@ import torch
 
 from fewshot_exp.data.imageset import ImageSet
 
+# The in-process tests use tiny tensors, for which one thread is fastest (and two processes each spinning
+# two OpenMP threads on a 2-core machine slow each other down many times over); CLI subprocesses keep the default.
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 OMNIGLOT_DIR = Path(os.environ.get("FEWSHOT_OMNIGLOT_DIR", REPO.parent / "shared" / "data" / "omniglot"))
 
