@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -49,8 +51,11 @@ def _options_start(lines: list[str]) -> int:
     return next((i for i, line in enumerate(lines) if line.startswith("Available options")), len(lines))
 
 
+SHOW_TRACEBACK = False  # set by cli() from the user's HYDRA_FULL_ERROR
+
+
 def exit_with(e: BaseException) -> None:
-    if os.environ.get("FEWSHOT_TRACEBACK") == "1":
+    if SHOW_TRACEBACK:
         raise e
     print(f"error: {one_line(e)}", file=sys.stderr)
     sys.exit(2)
@@ -101,15 +106,38 @@ def resume_argv(argv: list[str]) -> list[str]:
     return out
 
 
+@contextmanager
+def hydra_files_kept_on_failure(argv: list[str]) -> Iterator[None]:
+    """Hydra rewrites `<run dir>/.hydra/*.yaml` before the job starts; when the job is refused (resuming with
+    another config, a fresh run into a used dir), put the earlier run's files back."""
+    run_dirs = [Path(a.partition("=")[2]) for a in argv if a.startswith("hydra.run.dir=")]
+    folder = run_dirs[-1] / ".hydra" if run_dirs else None
+    saved = {p: p.read_bytes() for p in folder.glob("*") if p.is_file()} if folder and folder.is_dir() else {}
+    try:
+        yield
+    except BaseException as e:
+        if not (isinstance(e, SystemExit) and e.code in (0, None)):
+            for path, data in saved.items():
+                path.write_bytes(data)
+        raise
+
+
 def cli() -> None:
-    sys.argv[1:] = resume_argv(sys.argv[1:])
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        os.environ["FEWSHOT_TRACEBACK"] = "1"
+    global SHOW_TRACEBACK
+    user_setting = os.environ.get("HYDRA_FULL_ERROR")
+    SHOW_TRACEBACK = user_setting == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
     try:
-        main()
+        sys.argv[1:] = resume_argv(sys.argv[1:])
+        with hydra_files_kept_on_failure(sys.argv[1:]):
+            main()
     except USER_ERRORS as e:
         exit_with(e)
+    finally:
+        if user_setting is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = user_setting
     if sweep.failure_message:
         print(f"error: {sweep.failure_message}", file=sys.stderr)
         sys.exit(1)

@@ -66,18 +66,10 @@ def test_omniglot_with_lake_runs(tmp_path):
     assert "Omniglot one-shot runs:" in proc.stdout
 
 
+# The full catalogue runs in-process in test_bad_inputs.py; these two go through a real subprocess.
 BAD_INPUTS = [
-    (["episode.n_way=500"], "n_way=500 is more than the"),
-    (["episode.k_shot=15", "episode.n_query=10"], "k_shot + n_query = 15 + 10 is more than the 20 images per class"),
-    (["episode.k_shot=0"], "episode.k_shot must be positive"),
-    (["train.episodes=-5"], "train.episodes must be positive"),
-    (["episode.k_shot=abc"], "episode.k_shot"),
-    (["algorithm=nosuchthing"], "algorithm/nosuchthing"),
-    (["device=gpu"], "device"),
-    (["episode.k_shots=5"], "k_shots"),
-    (["dataset=omniglot", "dataset.root=/no/such/dir"], "/no/such/dir"),
-    (["dataset=omniglot"], "dataset.root"),
-    (["eval.lake_runs=/tmp"], "/tmp"),
+    (["episode.k_shot=abc"], "episode.k_shot"),  # fails while Hydra composes the config
+    (["episode.n_way=500"], "n_way=500 is more than the"),  # fails inside the job, after the data is loaded
 ]
 
 

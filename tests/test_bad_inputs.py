@@ -1,0 +1,160 @@
+"""The bad-input catalogue: every entry goes through the real command-line entry point
+(`fewshot_exp.__main__.cli` with its argv) and must end with exit code != 0, exactly one line on stderr
+that starts with `error:` and names the problem, no traceback, and no damage to output already on disk.
+
+The same list, with the messages, is the README's "Bad-input catalogue" table
+(`python tests/test_bad_inputs.py` prints it)."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+
+from conftest import run_cli
+
+TINY = ["train.episodes=4", "train.val_every=2", "train.val_episodes=2", "eval.episodes=2", "encoder.hidden=8",
+        "encoder.out_channels=8", "train.checkpoint_every=2"]
+
+# (overrides, a piece of the one-line message). {run} is a finished run dir, {empty} an empty dir, {zips} a dir
+# with a corrupt images_background_small1.zip, {file} a plain file, {foreign} a run dir whose last.pt is not ours,
+# {truncated} one whose last.pt is cut short.
+CATALOGUE = [
+    # config values out of range
+    (["episode.k_shot=0"], "episode.k_shot must be positive, got 0"),
+    (["episode.n_way=1"], "n_way must be at least 2"),
+    (["episode.n_query=-1"], "episode.n_query must be positive, got -1"),
+    (["episode.tasks=0"], "episode.tasks must be positive, got 0"),
+    (["train.episode.n_way=0"], "train.episode.n_way must be positive, got 0"),
+    (["train.episodes=-5"], "train.episodes must be positive, got -5"),
+    (["train.lr=0"], "train.lr must be positive, got 0.0"),
+    (["train.lr_gamma=-1"], "train.lr_gamma must be positive"),
+    (["train.weight_decay=-0.1"], "train.weight_decay must be >= 0"),
+    (["train.val_every=0"], "train.val_every must be positive"),
+    (["train.checkpoint_every=0"], "train.checkpoint_every must be positive"),
+    (["eval.episodes=0"], "eval.episodes must be positive"),
+    (["eval.batch_images=0"], "eval.batch_images must be positive"),
+    (["distance.temperature=0"], "distance.temperature must be positive"),
+    (["dataset.image_size=0"], "dataset.image_size must be positive"),
+    (["dataset.val_alphabets=0"], "dataset.val_alphabets must be at least 1"),
+    (["dataset.val_alphabets=40"], "dataset.val_alphabets=40 leaves no training alphabet"),
+    (["dataset.renderings=1"], "renderings"),
+    (["algorithm=hallucination", "algorithm.n_hallucinated=-1"], "algorithm.n_hallucinated must be >= 0"),
+    (["algorithm=maml", "algorithm.inner_steps=-1"], "algorithm.inner_steps must be >= 0"),
+    # wrong types, unknown options and keys
+    (["episode.k_shot=abc"], "Value 'abc' of type 'str' could not be converted to Integer; full_key: episode.k_shot"),
+    (["device=gpu"], "Invalid value 'gpu', expected one of [auto, cpu, cuda]"),
+    (["train.lr=fast"], "full_key: train.lr"),
+    (["logger.mode=sometimes"], "full_key: logger.mode"),
+    (["episode.k_shots=5"], "Key 'k_shots' not in 'EpisodeShape'"),
+    (["algorithm=nosuchthing"], "Could not find 'algorithm/nosuchthing'; Available options in 'algorithm':"),
+    (["distance=manhattan"], "Could not find 'distance/manhattan'"),
+    (["experiment=nosuch"], "Could not find 'experiment/nosuch'"),
+    (["dataset=omniglot", "dataset.root={empty}", "dataset.background=small3"], "full_key: dataset.background"),
+    # episode shapes a split cannot fill
+    (["episode.n_way=500"], "n_way=500 is more than the 101 classes of the validation split"),
+    (["episode.k_shot=15"], "k_shot + n_query = 15 + 15 is more than the 20 images per class"),
+    (["train.episode.n_way=900"], "n_way=900 is more than the 844 classes of the train split"),
+    (["train.episode.k_shot=10", "train.episode.n_query=11"], "k_shot + n_query = 10 + 11 is more than the 20"),
+    # paths and files
+    (["dataset=omniglot"], "dataset.root is not set"),
+    (["dataset=omniglot", "dataset.root=/no/such/dir"], "dataset.root=/no/such/dir does not exist"),
+    (["dataset=omniglot", "dataset.root={empty}"], "images_background"),
+    (["dataset=omniglot", "dataset.root={zips}", "dataset.background=small1"], "images_background_small1.zip"),
+    (["dataset.root={file}"], "{file}"),
+    (["eval.lake_runs=/no/such/runs"], "/no/such/runs"),
+    (["eval.lake_runs={empty}"], "no one-shot runs"),
+    # runs and checkpoints
+    (["hydra.run.dir={run}"], "already holds a run (last.pt): pass resume=true"),
+    (["resume=/no/such/run"], "resume=/no/such/run: not a run dir"),
+    (["resume={run}", "train.lr=0.5"], "the config differs from the checkpoint's in train.lr"),
+    (["resume={truncated}"], "last.pt is unreadable or not a safe tensor checkpoint"),
+    (["resume={foreign}"], "last.pt is not a fewshot-exp checkpoint"),
+]
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and "wandb" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def places(glyphs_root, tmp_path_factory):
+    base = tmp_path_factory.mktemp("bad-inputs")
+    run = base / "run"
+    proc = run_cli(*TINY, "logger=none", f"dataset.root={glyphs_root}", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (base / "empty").mkdir()
+    (base / "zips").mkdir()
+    (base / "zips" / "images_background_small1.zip").write_bytes(b"this is not a zip file")
+    (base / "file").write_text("not a directory")
+    for name, damage in (("truncated", lambda p: p.write_bytes(p.read_bytes()[:200])),
+                         ("foreign", lambda p: torch.save({"state_dict": {}}, p))):
+        copy = base / name
+        copy.mkdir()
+        for f in run.rglob("*"):
+            if f.is_file() and "wandb" not in f.parts:
+                (copy / f.relative_to(run)).parent.mkdir(parents=True, exist_ok=True)
+                (copy / f.relative_to(run)).write_bytes(f.read_bytes())
+        damage(copy / "last.pt")
+    assert not zipfile.is_zipfile(base / "zips" / "images_background_small1.zip")
+    return {"run": run, "empty": base / "empty", "zips": base / "zips", "file": base / "file",
+            "truncated": base / "truncated", "foreign": base / "foreign", "glyphs": glyphs_root}
+
+
+def call_cli(argv: list[str], monkeypatch) -> int:
+    from fewshot_exp.__main__ import cli
+
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(sys, "argv", ["fewshot_exp", *argv])
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    with pytest.raises(SystemExit) as ended:
+        cli()
+    return ended.value.code
+
+
+@pytest.mark.parametrize("overrides,message", CATALOGUE, ids=[" ".join(o) for o, _ in CATALOGUE])
+def test_bad_input(overrides, message, places, tmp_path, monkeypatch, capfd):
+    if overrides == ["device=cuda"] and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    argv = [o.format(**places) for o in overrides]
+    if not any(a.startswith(("dataset=", "dataset.root=")) for a in argv):
+        argv.append(f"dataset.root={places['glyphs']}")
+    if not any(a.startswith(("hydra.run.dir=", "resume=/", f"resume={tmp_path.anchor}")) for a in argv):
+        argv.append(f"hydra.run.dir={tmp_path / 'new'}")
+    before = {name: digest(places[name]) for name in ("run", "truncated", "foreign")}
+    capfd.readouterr()
+    code = call_cli([*TINY, "logger=none", *argv], monkeypatch)
+    out, err = capfd.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code not in (0, None), err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message.format(**places) in lines[0]
+    assert "Traceback" not in out + err
+    assert not (tmp_path / "new" / "results.json").exists()
+    assert {name: digest(places[name]) for name in before} == before  # nothing already written was touched
+
+
+def test_device_cuda_without_gpu(places, tmp_path, monkeypatch, capfd):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code = call_cli([*TINY, "logger=none", "device=cuda", f"dataset.root={places['glyphs']}",
+                     f"hydra.run.dir={tmp_path}"], monkeypatch)
+    err = capfd.readouterr().err.strip()
+    assert code == 2 and err == "error: device=cuda but no CUDA GPU is available; use device=auto or device=cpu"
+
+
+def test_catalogue_is_large_enough():
+    assert len(CATALOGUE) + 1 >= 30
+
+
+if __name__ == "__main__":
+    print("| input | message contains |\n|---|---|")
+    for overrides, message in CATALOGUE:
+        print(f"| `{' '.join(overrides)}` | `{message}` |")
