@@ -36,7 +36,13 @@ NOISE = re.compile(r"(reference_type=|object_type=|provider=|Config search path|
 
 def one_line(e: BaseException) -> str:
     """Hydra/OmegaConf messages span several lines (full_key, types, search path, options); keep what a user
-    needs on one line: the message, the key, and the available options of a group (without schema entries)."""
+    needs on one line: the message, the key, and the available options of a group (without schema entries).
+    A UserError raised inside a class Hydra instantiates is reported as itself."""
+    cause: BaseException | None = e
+    while cause is not None and not isinstance(cause, UserError):
+        cause = cause.__cause__
+    if cause is not None:
+        return str(cause)
     text = str(e)
     if e.__cause__ is not None and str(e.__cause__) not in text:
         text += "\n" + str(e.__cause__)

@@ -2,8 +2,8 @@
 (`fewshot_exp.__main__.cli` with its argv) and must end with exit code != 0, exactly one line on stderr
 that starts with `error:` and names the problem, no traceback, and no damage to output already on disk.
 
-The same list, with the messages, is the README's "Bad-input catalogue" table
-(`python tests/test_bad_inputs.py` prints it)."""
+The same list, with the exact messages, is the README's "Bad-input catalogue" table
+(`pytest -s tests/test_bad_inputs.py | grep ^CATALOGUE` prints its rows)."""
 
 from __future__ import annotations
 
@@ -136,6 +136,8 @@ def test_bad_input(overrides, message, places, tmp_path, monkeypatch, capfd):
     assert code not in (0, None), err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert message.format(**places) in lines[0]
+    with capfd.disabled():  # `pytest -s` output feeds the README table
+        print(f"CATALOGUE\t{' '.join(overrides)}\t{lines[0]}")
     assert "Traceback" not in out + err
     assert not (tmp_path / "new" / "results.json").exists()
     assert {name: digest(places[name]) for name in before} == before  # nothing already written was touched
@@ -153,8 +155,3 @@ def test_device_cuda_without_gpu(places, tmp_path, monkeypatch, capfd):
 def test_catalogue_is_large_enough():
     assert len(CATALOGUE) + 1 >= 30
 
-
-if __name__ == "__main__":
-    print("| input | message contains |\n|---|---|")
-    for overrides, message in CATALOGUE:
-        print(f"| `{' '.join(overrides)}` | `{message}` |")
