@@ -213,7 +213,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     episode: TrainEpisodeShape = field(default_factory=TrainEpisodeShape)
     log_every: int = 50
-    val_every: int = 250
+    val_every: int = 500
     val_episodes: int = 200
     checkpoint_every: int = 250  # episodes between `last.pt` writes (also written on SIGTERM/SIGINT)
     amp: bool = False  # bf16 autocast on CUDA
