@@ -253,22 +253,24 @@ class Config:
     resume: bool = False  # continue from last.pt in the run dir (`resume=<run dir>` picks the dir)
 
 
+# The schema each YAML of a group names in its defaults list as `base_<name>`.
+SCHEMAS: dict[str, dict[str, type]] = {
+    "dataset": {"glyphs": GlyphsConfig, "omniglot": OmniglotConfig},
+    "encoder": {"conv4": Conv4Config},
+    "algorithm": {"protonet": ProtoNetConfig, "maml": MAMLConfig, "protomaml": ProtoMAMLConfig,
+                  "reptile": ReptileConfig, "matching": MatchingConfig, "hallucination": HallucinationConfig,
+                  "relation": RelationConfig, "siamese": SiameseConfig},
+    "distance": {"distance": DistanceConfig},
+    "logger": {"logger": LoggerConfig},
+}
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    cs.store(group="dataset", name="base_glyphs", node=GlyphsConfig)
-    cs.store(group="dataset", name="base_omniglot", node=OmniglotConfig)
-    cs.store(group="encoder", name="base_conv4", node=Conv4Config)
-    cs.store(group="algorithm", name="base_protonet", node=ProtoNetConfig)
-    cs.store(group="algorithm", name="base_maml", node=MAMLConfig)
-    cs.store(group="algorithm", name="base_protomaml", node=ProtoMAMLConfig)
-    cs.store(group="algorithm", name="base_reptile", node=ReptileConfig)
-    cs.store(group="algorithm", name="base_matching", node=MatchingConfig)
-    cs.store(group="algorithm", name="base_hallucination", node=HallucinationConfig)
-    cs.store(group="algorithm", name="base_relation", node=RelationConfig)
-    cs.store(group="algorithm", name="base_siamese", node=SiameseConfig)
-    cs.store(group="distance", name="base_distance", node=DistanceConfig)
-    cs.store(group="logger", name="base_logger", node=LoggerConfig)
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=group, name=f"base_{name}", node=node)
 
 
 def train_shape(cfg: Any) -> EpisodeShape:
