@@ -48,12 +48,17 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t, n, k, q = args.tasks, args.way, args.shot, args.query
     g = torch.Generator().manual_seed(0)
-    ep = Episode(torch.rand(t, n * k, 1, args.size, args.size, generator=g).to(device),
-                 torch.arange(n).repeat_interleave(k).expand(t, -1).to(device),
-                 torch.rand(t, n * q, 1, args.size, args.size, generator=g).to(device),
-                 torch.arange(n).repeat_interleave(q).expand(t, -1).to(device), n)
-    print(f"device: {device} ({torch.get_num_threads()} threads), {t} tasks of {n}-way {k}-shot {q}-query, "
-          f"{args.size} px, Conv-4 64 channels, best of {args.repeats}")
+    ep = Episode(
+        torch.rand(t, n * k, 1, args.size, args.size, generator=g).to(device),
+        torch.arange(n).repeat_interleave(k).expand(t, -1).to(device),
+        torch.rand(t, n * q, 1, args.size, args.size, generator=g).to(device),
+        torch.arange(n).repeat_interleave(q).expand(t, -1).to(device),
+        n,
+    )
+    print(
+        f"device: {device} ({torch.get_num_threads()} threads), {t} tasks of {n}-way {k}-shot {q}-query, "
+        f"{args.size} px, Conv-4 64 channels, best of {args.repeats}"
+    )
     print(f"{'algorithm':<10} {'step':<22} {'loop (s)':>9} {'vmap (s)':>9} {'vmap/loop':>10}")
     for cls in (MAML, ProtoMAML):
         torch.manual_seed(0)
@@ -76,8 +81,10 @@ def main() -> None:
                 step()
 
             times = best_seconds({v: partial(with_vectorize, v) for v in (False, True)}, args.repeats, device)
-            print(f"{cls.__name__:<10} {label:<22} {times[False]:>9.3f} {times[True]:>9.3f} "
-                  f"{times[True] / times[False]:>10.2f}")
+            print(
+                f"{cls.__name__:<10} {label:<22} {times[False]:>9.3f} {times[True]:>9.3f} "
+                f"{times[True] / times[False]:>10.2f}"
+            )
 
 
 if __name__ == "__main__":

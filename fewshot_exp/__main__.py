@@ -20,9 +20,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from fewshot_exp import sweep
 from fewshot_exp.config import register_configs
 from fewshot_exp.errors import UserError
-from fewshot_exp import sweep
 from fewshot_exp.sweep import record_failure
 from fewshot_exp.train import DivergedError, Interrupted
 
@@ -89,8 +89,10 @@ def main(cfg: DictConfig) -> float:
         if isinstance(e, USER_ERRORS):  # reported here, or Hydra adds its own "Error executing job" line
             exit_with(e)
         raise
-    print(f"test accuracy: {100 * results['test/acc']:.2f}% ± {100 * results['test/acc_ci95']:.2f}% "
-          f"(95% CI over {results['test/episodes']} episodes, {cfg.episode.n_way}-way {cfg.episode.k_shot}-shot)")
+    print(
+        f"test accuracy: {100 * results['test/acc']:.2f}% ± {100 * results['test/acc_ci95']:.2f}% "
+        f"(95% CI over {results['test/episodes']} episodes, {cfg.episode.n_way}-way {cfg.episode.k_shot}-shot)"
+    )
     if "test/lake_error" in results:
         print(f"Omniglot one-shot runs: {results['test/lake_error']:.2f}% mean error")
     print(f"run dir: {hc.runtime.output_dir}")
@@ -104,8 +106,12 @@ def resume_argv(argv: list[str]) -> list[str]:
         key, _, value = arg.partition("=")
         if key == "resume" and value.lower() not in ("true", "false"):
             if not (Path(value) / ".hydra").is_dir():
-                exit_with(UserError(f"resume={value}: not a run dir (no .hydra folder); pass the dir of the run to "
-                                    "continue, or resume=true with hydra.run.dir=<dir>"))
+                exit_with(
+                    UserError(
+                        f"resume={value}: not a run dir (no .hydra folder); pass the dir of the run to "
+                        "continue, or resume=true with hydra.run.dir=<dir>"
+                    )
+                )
             out += ["resume=true", f"hydra.run.dir={Path(value).resolve()}"]
         else:
             out.append(arg)

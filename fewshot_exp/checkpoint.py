@@ -53,7 +53,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated, corrupted, or a pickle that weights_only refuses
-        raise UserError(f"checkpoint {path} is unreadable or not a safe tensor checkpoint ({type(e).__name__})") from None
+        raise UserError(
+            f"checkpoint {path} is unreadable or not a safe tensor checkpoint ({type(e).__name__})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"checkpoint {path} is not a fewshot-exp checkpoint (no '{FORMAT}' marker)")
     return state

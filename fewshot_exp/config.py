@@ -257,9 +257,16 @@ class Config:
 SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"glyphs": GlyphsConfig, "omniglot": OmniglotConfig},
     "encoder": {"conv4": Conv4Config},
-    "algorithm": {"protonet": ProtoNetConfig, "maml": MAMLConfig, "protomaml": ProtoMAMLConfig,
-                  "reptile": ReptileConfig, "matching": MatchingConfig, "hallucination": HallucinationConfig,
-                  "relation": RelationConfig, "siamese": SiameseConfig},
+    "algorithm": {
+        "protonet": ProtoNetConfig,
+        "maml": MAMLConfig,
+        "protomaml": ProtoMAMLConfig,
+        "reptile": ReptileConfig,
+        "matching": MatchingConfig,
+        "hallucination": HallucinationConfig,
+        "relation": RelationConfig,
+        "siamese": SiameseConfig,
+    },
     "distance": {"distance": DistanceConfig},
     "logger": {"logger": LoggerConfig},
 }
@@ -314,5 +321,7 @@ def validate(cfg: Any) -> None:
     if cfg.algorithm.get("n_way") is not None:  # a learned head (maml, fomaml, reptile) needs a row per class
         need = max(cfg.episode.n_way, train_shape(cfg).n_way, 20 if cfg.eval.lake_runs else 0)
         if max(cfg.algorithm.n_way, cfg.algorithm.get("train_n_way") or 0) < need:
-            raise UserError(f"algorithm.n_way={cfg.algorithm.n_way} gives the head fewer outputs than the {need} "
-                            f"classes of the largest episode (20 for eval.lake_runs); set algorithm.n_way={need}")
+            raise UserError(
+                f"algorithm.n_way={cfg.algorithm.n_way} gives the head fewer outputs than the {need} "
+                f"classes of the largest episode (20 for eval.lake_runs); set algorithm.n_way={need}"
+            )

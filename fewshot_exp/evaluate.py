@@ -48,8 +48,9 @@ def evaluate(algorithm: FewShotAlgorithm, sampler: EpisodeSampler, episodes: int
             episode = sampler.sample(min(per_batch, episodes - start))
             logits = algorithm(episode)  # [T, N*Q, N]
             accs.append((logits.argmax(-1) == episode.query_y).float().mean(1))
-            losses.append(torch.nn.functional.cross_entropy(
-                logits.transpose(1, 2), episode.query_y, reduction="none").mean(1))
+            losses.append(
+                torch.nn.functional.cross_entropy(logits.transpose(1, 2), episode.query_y, reduction="none").mean(1)
+            )
     algorithm.train(was_training)
     mean, ci95 = mean_ci95(torch.cat(accs).cpu())
     return Accuracy(mean, ci95, episodes, float(torch.cat(losses).mean()))
@@ -74,4 +75,7 @@ def lake_runs_error(algorithm: FewShotAlgorithm, runs: list, device: torch.devic
             errors[run.name] = 100.0 * (1.0 - float(correct))
     algorithm.train(was_training)
     errors_list = list(errors.values())
-    return {"test/lake_error": sum(errors_list) / len(errors_list), **{f"test/lake_error/{k}": v for k, v in errors.items()}}
+    return {
+        "test/lake_error": sum(errors_list) / len(errors_list),
+        **{f"test/lake_error/{k}": v for k, v in errors.items()},
+    }

@@ -23,8 +23,21 @@ import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 KEYS = ["dataset", "algorithm", "distance", "n_way", "k_shot"]
-NOT_SWEPT = {"seed", "device", "dataset", "algorithm", "distance", "episode", "episode.n_way", "episode.k_shot",
-             "dataset.root", "eval.lake_runs", "logger", "logger.mode", "experiment"}
+NOT_SWEPT = {
+    "seed",
+    "device",
+    "dataset",
+    "algorithm",
+    "distance",
+    "episode",
+    "episode.n_way",
+    "episode.k_shot",
+    "dataset.root",
+    "eval.lake_runs",
+    "logger",
+    "logger.mode",
+    "experiment",
+}
 
 
 def find_runs(dirs: list[Path]) -> list[Path]:
@@ -36,14 +49,25 @@ def read_run(run_dir: Path) -> dict:
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     choices = hydra.runtime.choices
     overrides = dict(o.split("=", 1) for o in hydra.overrides.task if "=" in o and not o.startswith("hydra"))
-    row = {"run_dir": str(run_dir), "dataset": choices.dataset, "algorithm": choices.algorithm,
-           "distance": choices.distance, "n_way": cfg.episode.n_way, "k_shot": cfg.episode.k_shot, "seed": cfg.seed,
-           **{k: v for k, v in overrides.items() if k.lstrip("+~") not in NOT_SWEPT}}
+    row = {
+        "run_dir": str(run_dir),
+        "dataset": choices.dataset,
+        "algorithm": choices.algorithm,
+        "distance": choices.distance,
+        "n_way": cfg.episode.n_way,
+        "k_shot": cfg.episode.k_shot,
+        "seed": cfg.seed,
+        **{k: v for k, v in overrides.items() if k.lstrip("+~") not in NOT_SWEPT},
+    }
     results_file = run_dir / "results.json"
     if results_file.is_file():
         results = json.loads(results_file.read_text())
-        row.update(acc=results["test/acc"], ci95=results["test/acc_ci95"], episodes=results["test/episodes"],
-                   lake_error=results.get("test/lake_error"))
+        row.update(
+            acc=results["test/acc"],
+            ci95=results["test/acc_ci95"],
+            episodes=results["test/episodes"],
+            lake_error=results.get("test/lake_error"),
+        )
     else:
         error = run_dir / "error.txt"
         row["failed"] = error.read_text().strip() if error.is_file() else "no results.json"
@@ -59,14 +83,25 @@ def runs_table(dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     done = rows[rows["failed"].isna()] if "failed" in rows else rows
     if done.empty:
         return done, failed
-    extra = [c for c in done.columns if c not in {*KEYS, "run_dir", "seed", "acc", "ci95", "episodes", "lake_error",
-                                                   "failed"} and done[c].nunique(dropna=False) > 1]
+    extra = [
+        c
+        for c in done.columns
+        if c not in {*KEYS, "run_dir", "seed", "acc", "ci95", "episodes", "lake_error", "failed"}
+        and done[c].nunique(dropna=False) > 1
+    ]
     keys = KEYS + extra
-    table = (done.fillna({c: "-" for c in extra})
-             .groupby(keys, as_index=False)
-             .agg(acc=("acc", "mean"), ci95=("ci95", "mean"), episodes=("episodes", "first"), runs=("acc", "size"),
-                  lake_error=("lake_error", "mean"))
-             .sort_values(keys))
+    table = (
+        done.fillna({c: "-" for c in extra})
+        .groupby(keys, as_index=False)
+        .agg(
+            acc=("acc", "mean"),
+            ci95=("ci95", "mean"),
+            episodes=("episodes", "first"),
+            runs=("acc", "size"),
+            lake_error=("lake_error", "mean"),
+        )
+        .sort_values(keys)
+    )
     if table["lake_error"].isna().all():
         table = table.drop(columns="lake_error")
     return table.reset_index(drop=True), failed
@@ -81,13 +116,18 @@ def markdown(table: pd.DataFrame) -> str:
 def plot_acc_vs_shots(table: pd.DataFrame, path: Path) -> None:
     panels = list(table.groupby(["dataset", "n_way"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    label_keys = [c for c in table.columns if c not in {"dataset", "n_way", "k_shot", "acc", "ci95", "episodes",
-                                                        "runs", "lake_error"}]
+    label_keys = [
+        c
+        for c in table.columns
+        if c not in {"dataset", "n_way", "k_shot", "acc", "ci95", "episodes", "runs", "lake_error"}
+    ]
     for ax, ((dataset, n_way), panel) in zip(axes[0], panels):
         for label, line in panel.groupby(label_keys):
             line = line.sort_values("k_shot")
             values = label if isinstance(label, tuple) else (label,)
-            name = ", ".join(str(v) if k in ("algorithm", "distance") else f"{k}={v}" for k, v in zip(label_keys, values))
+            name = ", ".join(
+                str(v) if k in ("algorithm", "distance") else f"{k}={v}" for k, v in zip(label_keys, values)
+            )
             ax.errorbar(line.k_shot, 100 * line.acc, yerr=100 * line.ci95, marker="o", capsize=3, label=name)
             ax.fill_between(line.k_shot, 100 * (line.acc - line.ci95), 100 * (line.acc + line.ci95), alpha=0.2)
         ax.set(title=f"{dataset}, {n_way}-way", xlabel="k_shot (support images per class)", ylabel="test accuracy (%)")

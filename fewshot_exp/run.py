@@ -59,6 +59,7 @@ def write_atomically(path: Path, text: str) -> None:
 def config_differences(cfg: Any, saved_yaml: str) -> list[str]:
     """Dotted keys whose values differ between the config and a checkpoint's (`resume` aside)."""
     import pandas as pd  # only needed here; keeps start-up light
+
     now = pd.json_normalize(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), sep=".").iloc[0].to_dict()
     then = pd.json_normalize(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=True), sep=".").iloc[0]
     then = then.to_dict()
@@ -71,8 +72,10 @@ def resume_state(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any
     remove_partial_writes(run_dir)
     if not cfg.resume:
         if last.exists():
-            raise UserError(f"{run_dir} already holds a run (last.pt): pass resume=true to continue it, or choose "
-                            "another hydra.run.dir")
+            raise UserError(
+                f"{run_dir} already holds a run (last.pt): pass resume=true to continue it, or choose "
+                "another hydra.run.dir"
+            )
         return None
     if not last.exists():
         log.info("resume=true but %s has no last.pt yet: starting from the beginning", run_dir)
@@ -80,14 +83,17 @@ def resume_state(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any
     state = load_checkpoint(last, map_location=device)
     differences = config_differences(cfg, state["config"])
     if differences:
-        raise UserError(f"cannot resume {last}: the config differs from the checkpoint's in "
-                        f"{', '.join(differences[:5])}{' ...' if len(differences) > 5 else ''}")
+        raise UserError(
+            f"cannot resume {last}: the config differs from the checkpoint's in "
+            f"{', '.join(differences[:5])}{' ...' if len(differences) > 5 else ''}"
+        )
     log.info("resuming %s at episode %d", run_dir, state["progress"]["episode"])
     return state
 
 
-def run_experiment(cfg: Any, run_dir: Path, name: str | None = None, group: str | None = None,
-                   choices: dict[str, str] | None = None) -> dict[str, Any]:
+def run_experiment(
+    cfg: Any, run_dir: Path, name: str | None = None, group: str | None = None, choices: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Train and test one configuration; returns the final metrics also written to results.json."""
     validate(cfg)
     device = select_device(cfg.device.value)
@@ -101,9 +107,15 @@ def run_experiment(cfg: Any, run_dir: Path, name: str | None = None, group: str 
     resume_from = resume_state(cfg, run_dir, device)
     if resume_from is not None:
         algorithm.load_state_dict(resume_from["algorithm"])
-    tracker = Tracker(run_dir, cfg.logger, name=name, group=group, config=wandb_config(cfg, choices), tags=tags,
-                      resume=None if resume_from is None else (resume_from["wandb_run_id"],
-                                                               resume_from["progress"]["episode"]))
+    tracker = Tracker(
+        run_dir,
+        cfg.logger,
+        name=name,
+        group=group,
+        config=wandb_config(cfg, choices),
+        tags=tags,
+        resume=None if resume_from is None else (resume_from["wandb_run_id"], resume_from["progress"]["episode"]),
+    )
     exit_code = 1
     try:
         best_val = train(algorithm, episode_samplers, cfg, tracker, run_dir, device, resume_from)

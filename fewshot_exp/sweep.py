@@ -33,12 +33,16 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         failures_file = sweep_dir / FAILED_JOBS
-        failures = [json.loads(line) for line in failures_file.read_text().splitlines()] if failures_file.exists() else []
+        failures = (
+            [json.loads(line) for line in failures_file.read_text().splitlines()] if failures_file.exists() else []
+        )
         jobs = sorted(str(p.parent.parent) for p in sweep_dir.glob("*/.hydra/config.yaml"))
         summary = {"jobs": len(jobs), "finished": len(jobs) - len(failures), "failed": failures}
         (sweep_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if failures:
             global failure_message
             names = "; ".join(f"{f['job'] or Path(f['run_dir']).name} ({f['error']})" for f in failures)
-            failure_message = (f"{len(failures)} of {len(jobs)} jobs failed: {names}. Each has error.txt in its run "
-                               f"dir; see {sweep_dir / 'sweep_summary.json'}")
+            failure_message = (
+                f"{len(failures)} of {len(jobs)} jobs failed: {names}. Each has error.txt in its run "
+                f"dir; see {sweep_dir / 'sweep_summary.json'}"
+            )

@@ -51,9 +51,16 @@ def truncate_metrics(path: Path, last_step: int) -> None:
 
 
 class Tracker:
-    def __init__(self, run_dir: Path, logger_cfg: Any | None = None, name: str | None = None,
-                 group: str | None = None, config: dict | None = None, tags: list[str] | None = None,
-                 resume: tuple[str | None, int] | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        logger_cfg: Any | None = None,
+        name: str | None = None,
+        group: str | None = None,
+        config: dict | None = None,
+        tags: list[str] | None = None,
+        resume: tuple[str | None, int] | None = None,
+    ):
         """`resume=(W&B run id, episode)` continues a run: `metrics.jsonl` drops the rows logged after that
         episode (they will be logged again), and W&B continues the same run when online (`resume="allow"`)
         or, offline, starts a new run whose config says which run it continues."""
@@ -69,8 +76,15 @@ class Tracker:
     def run_id(self) -> str | None:
         return None if self.wandb_run is None else self.wandb_run.id
 
-    def _init_wandb(self, logger_cfg: Any, name: str | None, group: str | None, config: dict | None,
-                    tags: list[str] | None, resume: tuple[str | None, int] | None) -> None:
+    def _init_wandb(
+        self,
+        logger_cfg: Any,
+        name: str | None,
+        group: str | None,
+        config: dict | None,
+        tags: list[str] | None,
+        resume: tuple[str | None, int] | None,
+    ) -> None:
         import wandb
 
         mode = wandb_mode(logger_cfg.mode.value)
@@ -96,7 +110,9 @@ class Tracker:
         try:
             fn(*args)
         except Exception as e:  # W&B must never crash or lose a run
-            warnings.warn(f"W&B {what} failed, continuing with local metrics only: {type(e).__name__}: {e}", stacklevel=2)
+            warnings.warn(
+                f"W&B {what} failed, continuing with local metrics only: {type(e).__name__}: {e}", stacklevel=2
+            )
             self.wandb_run = None
 
     def log(self, metrics: dict[str, float], step: int) -> None:

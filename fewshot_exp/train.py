@@ -87,8 +87,15 @@ def stop_requests() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
-def train(algorithm: FewShotAlgorithm, samplers: dict[str, EpisodeSampler], cfg: Any, tracker: Tracker,
-          run_dir: Path, device: torch.device, resume_from: dict[str, Any] | None = None) -> float:
+def train(
+    algorithm: FewShotAlgorithm,
+    samplers: dict[str, EpisodeSampler],
+    cfg: Any,
+    tracker: Tracker,
+    run_dir: Path,
+    device: torch.device,
+    resume_from: dict[str, Any] | None = None,
+) -> float:
     """Train up to `cfg.train.episodes` episodes (continuing `resume_from`, a last.pt state, if given);
     returns the best validation accuracy."""
     tc = cfg.train
@@ -102,14 +109,28 @@ def train(algorithm: FewShotAlgorithm, samplers: dict[str, EpisodeSampler], cfg:
         set_rng_state(resume_from["rng"], samplers["train"])
 
     def checkpoint(name: str) -> None:
-        save_checkpoint(run_dir / name, {
-            "algorithm": algorithm.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "progress": vars(progress).copy(),
-            "rng": rng_state(samplers["train"]), "wandb_run_id": tracker.run_id, "config": OmegaConf.to_yaml(cfg)})
+        save_checkpoint(
+            run_dir / name,
+            {
+                "algorithm": algorithm.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "progress": vars(progress).copy(),
+                "rng": rng_state(samplers["train"]),
+                "wandb_run_id": tracker.run_id,
+                "config": OmegaConf.to_yaml(cfg),
+            },
+        )
 
     algorithm.train()
-    bar = tqdm(range(progress.episode + 1, tc.episodes + 1), initial=progress.episode, total=tc.episodes, unit="ep",
-               desc="train", dynamic_ncols=True)
+    bar = tqdm(
+        range(progress.episode + 1, tc.episodes + 1),
+        initial=progress.episode,
+        total=tc.episodes,
+        unit="ep",
+        desc="train",
+        dynamic_ncols=True,
+    )
     with stop_requests() as stop:
         for step in bar:
             episode = samplers["train"].sample()
@@ -125,13 +146,16 @@ def train(algorithm: FewShotAlgorithm, samplers: dict[str, EpisodeSampler], cfg:
                 loss, logits = update
             scheduler.step()
             progress.episode = step
-            progress.running += torch.stack([loss.detach().float(),
-                                             (logits.detach().argmax(-1) == episode.query_y).float().mean()])
+            progress.running += torch.stack(
+                [loss.detach().float(), (logits.detach().argmax(-1) == episode.query_y).float().mean()]
+            )
             progress.since_log += 1
             if step % tc.log_every == 0 or step == tc.episodes:
                 loss_avg, acc_avg = (progress.running / progress.since_log).tolist()
                 check_finite(loss_avg, step, tc.lr)
-                tracker.log({"train/loss": loss_avg, "train/acc": acc_avg, "train/lr": scheduler.get_last_lr()[0]}, step)
+                tracker.log(
+                    {"train/loss": loss_avg, "train/acc": acc_avg, "train/lr": scheduler.get_last_lr()[0]}, step
+                )
                 bar.set_postfix(loss=f"{loss_avg:.3f}", acc=f"{acc_avg:.3f}")
                 progress.running.zero_()
                 progress.since_log = 0
@@ -146,13 +170,17 @@ def train(algorithm: FewShotAlgorithm, samplers: dict[str, EpisodeSampler], cfg:
                 check_finite(float(progress.running[0]) / max(progress.since_log, 1), step, tc.lr)
                 checkpoint("last.pt")
             if stop:
-                raise Interrupted(f"stopped by signal {signal.Signals(stop[0]).name} at episode {step} after writing "
-                                  f"{run_dir / 'last.pt'}; continue with resume={run_dir}")
+                raise Interrupted(
+                    f"stopped by signal {signal.Signals(stop[0]).name} at episode {step} after writing "
+                    f"{run_dir / 'last.pt'}; continue with resume={run_dir}"
+                )
     return progress.best_val
 
 
 def check_finite(loss: float, step: int, lr: float) -> None:
     """A NaN/inf loss stops the run before it can overwrite the last good checkpoint."""
     if not math.isfinite(loss):
-        raise DivergedError(f"training diverged: loss is {loss} at episode {step}; lower train.lr (now {lr}); "
-                            "the last good checkpoint is kept")
+        raise DivergedError(
+            f"training diverged: loss is {loss} at episode {step}; lower train.lr (now {lr}); "
+            "the last good checkpoint is kept"
+        )

@@ -35,5 +35,11 @@ def run_cli(*overrides: str, cwd: Path | None = None, timeout: int = 300) -> sub
     """`python -m fewshot_exp <overrides>` in a subprocess, W&B offline and quiet."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TQDM_DISABLE": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "fewshot_exp", *overrides], cwd=cwd or REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fewshot_exp", *overrides],
+        cwd=cwd or REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -25,8 +25,9 @@ ALGORITHMS = sorted(p.stem for p in (REPO / "conf" / "algorithm").glob("*.yaml")
 def make(name: str, *overrides: str):
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"algorithm={name}", "encoder.hidden=16", "encoder.out_channels=16",
-                                           *overrides])
+        cfg = compose(
+            "config", overrides=[f"algorithm={name}", "encoder.hidden=16", "encoder.out_channels=16", *overrides]
+        )
     torch.manual_seed(0)
     return build_algorithm(cfg, in_channels=1, device=torch.device("cpu")).double()
 
@@ -38,8 +39,9 @@ def episode(tasks=3, n=4, k=2, q=3, seed=0) -> Episode:
 
 
 def task(ep: Episode, t: int) -> Episode:
-    return Episode(ep.support_x[t : t + 1], ep.support_y[t : t + 1], ep.query_x[t : t + 1], ep.query_y[t : t + 1],
-                   ep.n_way)
+    return Episode(
+        ep.support_x[t : t + 1], ep.support_y[t : t + 1], ep.query_x[t : t + 1], ep.query_y[t : t + 1], ep.n_way
+    )
 
 
 @pytest.fixture(params=ALGORITHMS)

@@ -15,12 +15,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import run_cli
-
-TINY = ["train.episodes=4", "train.val_every=2", "train.val_episodes=2", "eval.episodes=2", "encoder.hidden=8",
-        "encoder.out_channels=8", "train.checkpoint_every=2"]
+TINY = [
+    "train.episodes=4",
+    "train.val_every=2",
+    "train.val_episodes=2",
+    "eval.episodes=2",
+    "encoder.hidden=8",
+    "encoder.out_channels=8",
+    "train.checkpoint_every=2",
+]
 
 # (overrides, a piece of the one-line message). {run} is a finished run dir, {empty} an empty dir, {zips} a dir
 # with a corrupt images_background_small1.zip, {file} a plain file, {foreign} a run dir whose last.pt is not ours,
@@ -80,8 +86,11 @@ CATALOGUE = [
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and "wandb" not in p.parts}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "wandb" not in p.parts
+    }
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +103,10 @@ def places(glyphs_root, tmp_path_factory):
     (base / "zips").mkdir()
     (base / "zips" / "images_background_small1.zip").write_bytes(b"this is not a zip file")
     (base / "file").write_text("not a directory")
-    for name, damage in (("truncated", lambda p: p.write_bytes(p.read_bytes()[:200])),
-                         ("foreign", lambda p: torch.save({"state_dict": {}}, p))):
+    for name, damage in (
+        ("truncated", lambda p: p.write_bytes(p.read_bytes()[:200])),
+        ("foreign", lambda p: torch.save({"state_dict": {}}, p)),
+    ):
         copy = base / name
         copy.mkdir()
         for f in run.rglob("*"):
@@ -104,8 +115,15 @@ def places(glyphs_root, tmp_path_factory):
                 (copy / f.relative_to(run)).write_bytes(f.read_bytes())
         damage(copy / "last.pt")
     assert not zipfile.is_zipfile(base / "zips" / "images_background_small1.zip")
-    return {"run": run, "empty": base / "empty", "zips": base / "zips", "file": base / "file",
-            "truncated": base / "truncated", "foreign": base / "foreign", "glyphs": glyphs_root}
+    return {
+        "run": run,
+        "empty": base / "empty",
+        "zips": base / "zips",
+        "file": base / "file",
+        "truncated": base / "truncated",
+        "foreign": base / "foreign",
+        "glyphs": glyphs_root,
+    }
 
 
 def call_cli(argv: list[str], monkeypatch) -> int:
@@ -148,12 +166,13 @@ def test_bad_input(overrides, message, places, tmp_path, monkeypatch, capfd):
 def test_device_cuda_without_gpu(places, tmp_path, monkeypatch, capfd):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    code = call_cli([*TINY, "logger=none", "device=cuda", f"dataset.root={places['glyphs']}",
-                     f"hydra.run.dir={tmp_path}"], monkeypatch)
+    code = call_cli(
+        [*TINY, "logger=none", "device=cuda", f"dataset.root={places['glyphs']}", f"hydra.run.dir={tmp_path}"],
+        monkeypatch,
+    )
     err = capfd.readouterr().err.strip()
     assert code == 2 and err == "error: device=cuda but no CUDA GPU is available; use device=auto or device=cpu"
 
 
 def test_catalogue_is_large_enough():
     assert len(CATALOGUE) + 1 >= 30
-

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import OMNIGLOT_DIR, run_cli
 from wandb_records import logged_run
 
@@ -46,7 +45,9 @@ def test_wandb_offline_run_has_the_metrics(default_run):
     assert run["summary"]["test/acc_ci95"] == pytest.approx(results["test/acc_ci95"])
     assert any("train/loss" in row for row in run["history"]) and any("val/acc" in row for row in run["history"])
     assert run["group"] == "default"
-    assert run["name"] == "eval.episodes=50,train.episodes=30,train.log_every=10,train.val_episodes=20,train.val_every=15"
+    assert (
+        run["name"] == "eval.episodes=50,train.episodes=30,train.log_every=10,train.val_episodes=20,train.val_every=15"
+    )
     assert run["config"]["choices"]["algorithm"] == "protonet"
     assert run["config"]["episode"]["k_shot"] == 5
     assert "algorithm=protonet" in run["tags"]
@@ -54,9 +55,18 @@ def test_wandb_offline_run_has_the_metrics(default_run):
 
 @pytest.mark.skipif(not (OMNIGLOT_DIR / "one_shot_runs").is_dir(), reason=f"Omniglot data not found at {OMNIGLOT_DIR}")
 def test_omniglot_with_lake_runs(tmp_path):
-    proc = run_cli("dataset=omniglot", f"dataset.root={OMNIGLOT_DIR}", "dataset.background=small1", "logger=none",
-                   f"eval.lake_runs={OMNIGLOT_DIR / 'one_shot_runs'}", "episode.n_way=20", "episode.k_shot=1",
-                   "episode.n_query=5", *TINY, f"hydra.run.dir={tmp_path}")
+    proc = run_cli(
+        "dataset=omniglot",
+        f"dataset.root={OMNIGLOT_DIR}",
+        "dataset.background=small1",
+        "logger=none",
+        f"eval.lake_runs={OMNIGLOT_DIR / 'one_shot_runs'}",
+        "episode.n_way=20",
+        "episode.k_shot=1",
+        "episode.n_query=5",
+        *TINY,
+        f"hydra.run.dir={tmp_path}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     per_run = {k: v for k, v in results.items() if k.startswith("test/lake_error/")}

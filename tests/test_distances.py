@@ -15,7 +15,7 @@ def reference(name, q, p):
             for j in range(p.shape[1]):
                 a, b = q[t, i], p[t, j]
                 if name == "l2":
-                    out[t, i, j] = -torch.dist(a, b) ** 2
+                    out[t, i, j] = -(torch.dist(a, b) ** 2)
                 elif name == "cosine":
                     out[t, i, j] = torch.nn.functional.cosine_similarity(a, b, dim=0)
                 else:
@@ -27,7 +27,10 @@ def reference(name, q, p):
 @pytest.mark.parametrize("temperature", [1.0, 0.25])
 def test_distance_matches_pairwise_reference(name, temperature):
     g = torch.Generator().manual_seed(0)
-    q, p = torch.randn(3, 7, 16, generator=g, dtype=torch.float64), torch.randn(3, 5, 16, generator=g, dtype=torch.float64)
+    q, p = (
+        torch.randn(3, 7, 16, generator=g, dtype=torch.float64),
+        torch.randn(3, 5, 16, generator=g, dtype=torch.float64),
+    )
     got = Distance(name, temperature).double()(q, p)
     torch.testing.assert_close(got, reference(name, q, p) / temperature)
 
@@ -49,8 +52,13 @@ def test_protonet_logits_on_hand_made_case():
     """Identity encoder on 2-d points: prototypes (0,0) and (4,0); query (1,0) is 1 and 9 away."""
     support = torch.tensor([[[-1.0, 0.0], [1.0, 0.0], [4.0, 1.0], [4.0, -1.0]]])
     query = torch.tensor([[[1.0, 0.0], [3.0, 0.0]]])
-    ep = Episode(support.view(1, 4, 2, 1, 1), torch.tensor([[0, 0, 1, 1]]), query.view(1, 2, 2, 1, 1),
-                 torch.tensor([[0, 1]]), n_way=2)
+    ep = Episode(
+        support.view(1, 4, 2, 1, 1),
+        torch.tensor([[0, 0, 1, 1]]),
+        query.view(1, 2, 2, 1, 1),
+        torch.tensor([[0, 1]]),
+        n_way=2,
+    )
     model = ProtoNet(torch.nn.Flatten(), Distance("l2"))
     logits = model(ep)
     torch.testing.assert_close(logits, torch.tensor([[[-1.0, -9.0], [-9.0, -1.0]]]))

@@ -40,8 +40,15 @@ def test_batched_evaluation_equals_one_episode_at_a_time():
     with torch.no_grad():
         per_task = []
         for t in range(12):
-            logits = model(type(episodes)(episodes.support_x[t : t + 1], episodes.support_y[t : t + 1],
-                                          episodes.query_x[t : t + 1], episodes.query_y[t : t + 1], 5))
+            logits = model(
+                type(episodes)(
+                    episodes.support_x[t : t + 1],
+                    episodes.support_y[t : t + 1],
+                    episodes.query_x[t : t + 1],
+                    episodes.query_y[t : t + 1],
+                    5,
+                )
+            )
             per_task.append((logits.argmax(-1) == episodes.query_y[t : t + 1]).float().mean())
     mean, ci = mean_ci95(torch.stack(per_task))
     assert math.isclose(batched.mean, mean, abs_tol=1e-6) and math.isclose(batched.ci95, ci, abs_tol=1e-6)

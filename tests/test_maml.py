@@ -77,8 +77,9 @@ def upsampled(ep: Episode, size: int = 16) -> Episode:
 
 
 def task(ep: Episode, t: int) -> Episode:
-    return Episode(ep.support_x[t : t + 1], ep.support_y[t : t + 1], ep.query_x[t : t + 1], ep.query_y[t : t + 1],
-                   ep.n_way)
+    return Episode(
+        ep.support_x[t : t + 1], ep.support_y[t : t + 1], ep.query_x[t : t + 1], ep.query_y[t : t + 1], ep.n_way
+    )
 
 
 def meta_loss(algorithm: MAML, ep: Episode) -> torch.Tensor:
@@ -287,8 +288,9 @@ def test_adaptation_changes_no_meta_parameter_or_buffer_and_tasks_are_independen
     batched = torch.autograd.grad(loss, list(algorithm.parameters()))
     for k, v in algorithm.state_dict().items():
         assert torch.equal(v, before[k]), k
-    alone = [torch.autograd.grad(meta_loss(algorithm, task(ep, t)), list(algorithm.parameters()))
-             for t in range(ep.tasks)]
+    alone = [
+        torch.autograd.grad(meta_loss(algorithm, task(ep, t)), list(algorithm.parameters())) for t in range(ep.tasks)
+    ]
     for i, g in enumerate(batched):
         torch.testing.assert_close(g, sum(a[i] for a in alone))
     algorithm.eval()
@@ -303,13 +305,23 @@ def test_adaptation_changes_no_meta_parameter_or_buffer_and_tasks_are_independen
 # --- vmap --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls,first_order,meta_sgd",
-                         [(MAML, False, False), (MAML, True, True), (ProtoMAML, False, True), (ProtoMAML, True, False)])
+@pytest.mark.parametrize(
+    "cls,first_order,meta_sgd",
+    [(MAML, False, False), (MAML, True, True), (ProtoMAML, False, True), (ProtoMAML, True, False)],
+)
 def test_vmap_and_loop_give_the_same_logits_and_gradients(cls, first_order, meta_sgd):
     torch.manual_seed(0)
     # Conv-4 with BN and channels_last: the path where vmap needs the composite batch norm
-    algorithm = cls(Conv4(hidden=4, out_channels=4), Distance("l2"), inner_steps=2, test_inner_steps=3, inner_lr=0.3,
-                    first_order=first_order, meta_sgd=meta_sgd, embedding_dim=4).double()
+    algorithm = cls(
+        Conv4(hidden=4, out_channels=4),
+        Distance("l2"),
+        inner_steps=2,
+        test_inner_steps=3,
+        inner_lr=0.3,
+        first_order=first_order,
+        meta_sgd=meta_sgd,
+        embedding_dim=4,
+    ).double()
     ep = upsampled(episode(tasks=3))
     results = {}
     for vectorize in (False, True):
@@ -333,8 +345,15 @@ def test_vmap_and_loop_give_the_same_logits_and_gradients(cls, first_order, meta
 
 @pytest.mark.parametrize("vectorize", [False, True])
 def test_reptile_update_is_theta_plus_epsilon_times_mean_phi_minus_theta(vectorize):
-    algorithm = make(Reptile, inner_steps=3, inner_lr=0.2, head_inner_lr=0.3, outer_stepsize=0.8, n_way=N_WAY + 1,
-                     vectorize=vectorize)
+    algorithm = make(
+        Reptile,
+        inner_steps=3,
+        inner_lr=0.2,
+        head_inner_lr=0.3,
+        outer_stepsize=0.8,
+        n_way=N_WAY + 1,
+        vectorize=vectorize,
+    )
     ep = episode(tasks=2)
     theta = {n: p.detach().clone() for n, p in algorithm.named_parameters()}
     optimizer = torch.optim.Adam(algorithm.parameters(), lr=1e-3)

@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
-
 from conftest import run_cli
 from wandb_records import logged_run
+
 from fewshot_exp.report import main as report_main
 
 TINY = ["train.episodes=10", "train.val_every=10", "train.log_every=5", "train.val_episodes=10", "eval.episodes=20"]
@@ -14,8 +14,7 @@ TINY = ["train.episodes=10", "train.val_every=10", "train.log_every=5", "train.v
 
 def test_sweep_then_report(glyphs_root, tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    proc = run_cli("-m", "episode.k_shot=1,3,30", *TINY, f"dataset.root={glyphs_root}",
-                   f"hydra.sweep.dir={sweep}")
+    proc = run_cli("-m", "episode.k_shot=1,3,30", *TINY, f"dataset.root={glyphs_root}", f"hydra.sweep.dir={sweep}")
     # the impossible job (30 + 15 images per class > 20) fails alone; the sweep finishes and exits 1 naming it
     assert proc.returncode == 1, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
@@ -33,8 +32,9 @@ def test_sweep_then_report(glyphs_root, tmp_path, capsys):
     runs = [logged_run(d) for d in job_dirs]  # one W&B run per job, one group per sweep, named by overrides
     assert [r["group"] for r in runs] == ["sweep", "sweep"]
     assert [r["name"].split(",")[0] for r in runs] == ["episode.k_shot=1", "episode.k_shot=3"]
-    assert [r["summary"]["test/acc"] for r in runs] == [json.loads((d / "results.json").read_text())["test/acc"]
-                                                      for d in job_dirs]
+    assert [r["summary"]["test/acc"] for r in runs] == [
+        json.loads((d / "results.json").read_text())["test/acc"] for d in job_dirs
+    ]
 
     assert report_main([str(sweep), "--out", str(tmp_path / "report")]) == 1  # there is a failed run
     printed = capsys.readouterr().out
@@ -53,7 +53,9 @@ def test_report_lists_failed_runs_and_exits_nonzero(tmp_path, capsys):
     run = tmp_path / "broken" / ".hydra"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("seed: 0\nepisode: {n_way: 5, k_shot: 1}\n")
-    (run / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices: {dataset: glyphs, algorithm: protonet, distance: l2}\n"
-                                    "  overrides:\n    task: []\n")
+    (run / "hydra.yaml").write_text(
+        "hydra:\n  runtime:\n    choices: {dataset: glyphs, algorithm: protonet, distance: l2}\n"
+        "  overrides:\n    task: []\n"
+    )
     assert report_main([str(tmp_path)]) == 1
     assert "Failed runs:" in capsys.readouterr().out

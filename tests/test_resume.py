@@ -6,17 +6,24 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
 import pytest
 import torch
-
 from conftest import REPO
 
-CONFIG = ["train.episodes=40", "train.val_every=10", "train.log_every=5", "train.checkpoint_every=5",
-          "train.val_episodes=10", "eval.episodes=20", "encoder.hidden=16", "encoder.out_channels=16", "logger=none"]
+CONFIG = [
+    "train.episodes=40",
+    "train.val_every=10",
+    "train.log_every=5",
+    "train.checkpoint_every=5",
+    "train.val_episodes=10",
+    "eval.episodes=20",
+    "encoder.hidden=16",
+    "encoder.out_channels=16",
+    "logger=none",
+]
 
 DRIVER = """
 import os, signal, sys, torch
@@ -58,8 +65,14 @@ KILL_POINTS = [
 def run(run_dir, fault: str = "", *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-c", DRIVER % fault, *CONFIG, *extra, f"hydra.run.dir={run_dir}"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", DRIVER % fault, *CONFIG, *extra, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def final_state(run_dir):
@@ -84,8 +97,12 @@ def test_killed_and_resumed_run_ends_bit_exact(glyphs_root, tmp_path):
             episodes_done.append(torch.load(resumed / "last.pt", weights_only=True)["progress"]["episode"])
         assert not list(resumed.glob(".*.tmp")) or fault.startswith("fault(torch"), "temporary files pile up"
     assert episodes_done == sorted(episodes_done) and episodes_done[-1] == 40  # progress was made and kept
-    assert "stopped by signal SIGTERM" in run(tmp_path / "x", "fault(fewshot_exp.data.episodes.EpisodeSampler, "
-                                                             "'sample', 2, sig=signal.SIGTERM)", data).stderr
+    assert (
+        "stopped by signal SIGTERM"
+        in run(
+            tmp_path / "x", "fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 2, sig=signal.SIGTERM)", data
+        ).stderr
+    )
     proc = run(resumed, "", data, "resume=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -105,7 +122,10 @@ def test_resume_refuses_a_changed_config_and_fresh_runs_refuse_to_overwrite(glyp
     proc = run(tmp_path, "", data, "train.episodes=10")
     assert proc.returncode == 2 and "already holds a run (last.pt)" in proc.stderr
     proc = run(tmp_path, "", data, "train.episodes=10", "train.lr=0.5", "resume=true")
-    assert proc.returncode == 2 and "config differs from the checkpoint's in train.checkpoint_every, train.lr" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "config differs from the checkpoint's in train.checkpoint_every, train.lr" in proc.stderr
+    )
     assert (tmp_path / "last.pt").read_bytes() == before  # nothing already written was touched
     (tmp_path / "last.pt").write_bytes(before[:100])
     proc = run(tmp_path, "", data, "train.episodes=10", "train.checkpoint_every=10", "resume=true")

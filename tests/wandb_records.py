@@ -61,5 +61,11 @@ def logged_run(run_dir: Path) -> dict:
             summary.update(_items(record.summary.update))
     assert run is not None, "no run record"
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
-    return {"name": run.display_name, "group": run.run_group, "tags": list(run.tags), "config": config,
-            "history": history, "summary": summary}
+    return {
+        "name": run.display_name,
+        "group": run.run_group,
+        "tags": list(run.tags),
+        "config": config,
+        "history": history,
+        "summary": summary,
+    }

@@ -49,8 +49,9 @@ class FewShotAlgorithm(nn.Module):
         """Mean cross-entropy over all query images of all tasks."""
         return F.cross_entropy(logits.flatten(0, 1), episode.query_y.flatten())
 
-    def meta_update(self, episode: Episode, optimizer: torch.optim.Optimizer
-                    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def meta_update(
+        self, episode: Episode, optimizer: torch.optim.Optimizer
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """One training step for an algorithm whose outer update is not `loss.backward(); optimizer.step()`
         (Reptile): update the parameters and return (loss, logits) to log. None: use the loop's gradient step."""
         return None

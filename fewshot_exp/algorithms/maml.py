@@ -153,10 +153,22 @@ class MAML(FewShotAlgorithm):
     #: Initialise the head from the support prototypes (ProtoMAML) instead of a learned init.
     prototype_head = False
 
-    def __init__(self, encoder: nn.Module, distance: nn.Module, inner_steps: int = 1, test_inner_steps: int = 1,
-                 inner_lr: float = 0.4, head_inner_lr: float | None = None, first_order: bool = False,
-                 meta_sgd: bool = False, vectorize: bool | None = None, n_way: int = 5, train_n_way: int | None = None,
-                 image_size: int = 28, embedding_dim: int | None = None):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        distance: nn.Module,
+        inner_steps: int = 1,
+        test_inner_steps: int = 1,
+        inner_lr: float = 0.4,
+        head_inner_lr: float | None = None,
+        first_order: bool = False,
+        meta_sgd: bool = False,
+        vectorize: bool | None = None,
+        n_way: int = 5,
+        train_n_way: int | None = None,
+        image_size: int = 28,
+        embedding_dim: int | None = None,
+    ):
         super().__init__(encoder, distance)
         for name, value in (("inner_steps", inner_steps), ("test_inner_steps", test_inner_steps)):
             if value < 0:
@@ -177,10 +189,15 @@ class MAML(FewShotAlgorithm):
             nn.init.zeros_(self.head.weight)  # every class starts equal (see the module docstring)
             nn.init.zeros_(self.head.bias)
         if meta_sgd:  # learned per-parameter inner learning rates, stored under "encoder__<name>" / "head__<name>"
-            lrs = {f"encoder__{k.replace('.', '__')}": torch.full_like(p, inner_lr)
-                   for k, p in self.encoder.named_parameters()}
-            head_shapes = {"weight": (1, dim), "bias": (1,)} if self.prototype_head else {
-                k: p.shape for k, p in self.head.named_parameters()}
+            lrs = {
+                f"encoder__{k.replace('.', '__')}": torch.full_like(p, inner_lr)
+                for k, p in self.encoder.named_parameters()
+            }
+            head_shapes = (
+                {"weight": (1, dim), "bias": (1,)}
+                if self.prototype_head
+                else {k: p.shape for k, p in self.head.named_parameters()}
+            )
             lrs.update({f"head__{k}": torch.full(s, head_inner_lr) for k, s in head_shapes.items()})
             self.inner_lrs = nn.ParameterDict({k: nn.Parameter(v.contiguous()) for k, v in lrs.items()})
 
@@ -195,10 +212,15 @@ class MAML(FewShotAlgorithm):
     def learning_rates(self, n_way: int) -> Weights:
         """alpha for every fast weight: floats, or Meta-SGD's learned tensors (head rows cut to n_way)."""
         if not self.meta_sgd:
-            return {"encoder": {k: self.inner_lr for k, _ in self.encoder.named_parameters()},
-                    "head": {"weight": self.head_inner_lr, "bias": self.head_inner_lr}}
-        lrs = {"encoder": {k: self.inner_lrs[f"encoder__{k.replace('.', '__')}"]
-                           for k, _ in self.encoder.named_parameters()}}
+            return {
+                "encoder": {k: self.inner_lr for k, _ in self.encoder.named_parameters()},
+                "head": {"weight": self.head_inner_lr, "bias": self.head_inner_lr},
+            }
+        lrs = {
+            "encoder": {
+                k: self.inner_lrs[f"encoder__{k.replace('.', '__')}"] for k, _ in self.encoder.named_parameters()
+            }
+        }
         head = {k: self.inner_lrs[f"head__{k}"] for k in ("weight", "bias")}
         lrs["head"] = head if self.prototype_head else {k: v[:n_way] for k, v in head.items()}
         return lrs
@@ -207,37 +229,44 @@ class MAML(FewShotAlgorithm):
         """Images [M, C, H, W] -> logits [M, N] with the given (fast) weights."""
         z = functional_call(self.encoder, weights["encoder"], (x,))
         if z.shape[-1] != weights["head"]["weight"].shape[-1]:
-            raise UserError(f"the encoder gives {z.shape[-1]}-d embeddings of {x.shape[-1]} px images but the head "
-                            f"takes {weights['head']['weight'].shape[-1]}-d ones; set algorithm.image_size or "
-                            "algorithm.embedding_dim")
+            raise UserError(
+                f"the encoder gives {z.shape[-1]}-d embeddings of {x.shape[-1]} px images but the head "
+                f"takes {weights['head']['weight'].shape[-1]}-d ones; set algorithm.image_size or "
+                "algorithm.embedding_dim"
+            )
         return F.linear(z, weights["head"]["weight"], weights["head"]["bias"])
 
     def support_loss(self, weights: Weights, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits_with(weights, x)
         return F.cross_entropy(logits, y), logits
 
-    def init_head(self, encoder_weights: dict[str, torch.Tensor], support_x: torch.Tensor, support_y: torch.Tensor,
-                  n_way: int) -> dict[str, torch.Tensor]:
+    def init_head(
+        self, encoder_weights: dict[str, torch.Tensor], support_x: torch.Tensor, support_y: torch.Tensor, n_way: int
+    ) -> dict[str, torch.Tensor]:
         """The head a task starts from: MAML's learned init, or ProtoMAML's W = 2c, b = -||c||^2."""
         if not self.prototype_head:
             if n_way > self.head.out_features:
-                raise UserError(f"the MAML head has {self.head.out_features} outputs but the episode is {n_way}-way; "
-                                f"set algorithm.n_way={n_way}")
+                raise UserError(
+                    f"the MAML head has {self.head.out_features} outputs but the episode is {n_way}-way; "
+                    f"set algorithm.n_way={n_way}"
+                )
             return {"weight": self.head.weight[:n_way], "bias": self.head.bias[:n_way]}
         z = functional_call(self.encoder, encoder_weights, (support_x,))  # [S, D], un-adapted encoder
         one_hot_y = one_hot(support_y, n_way, z.dtype)  # [S, N]
         prototypes = (one_hot_y.T @ z) / one_hot_y.sum(0).clamp_min(1).unsqueeze(1)  # [N, D]
         return {"weight": 2 * prototypes, "bias": -prototypes.pow(2).sum(1)}
 
-    def inner_step(self, weights: Weights, lrs: Weights, x: torch.Tensor, y: torch.Tensor,
-                   second_order: bool) -> tuple[Weights, torch.Tensor]:
+    def inner_step(
+        self, weights: Weights, lrs: Weights, x: torch.Tensor, y: torch.Tensor, second_order: bool
+    ) -> tuple[Weights, torch.Tensor]:
         """One SGD step on the loss of (x, y); also returns the logits of x before the step."""
         at = weights if second_order else detached(weights)
         grads, logits = grad(self.support_loss, has_aux=True)(at, x, y)
         return sgd_step(weights, grads, lrs), logits
 
-    def adapt(self, meta: Weights, lrs: Weights, x: torch.Tensor, y: torch.Tensor, n_way: int, steps: int,
-              second_order: bool) -> Weights:
+    def adapt(
+        self, meta: Weights, lrs: Weights, x: torch.Tensor, y: torch.Tensor, n_way: int, steps: int, second_order: bool
+    ) -> Weights:
         """Fast weights after `steps` SGD steps on (x, y), starting from the meta-weights."""
         weights = {"encoder": meta["encoder"], "head": self.init_head(meta["encoder"], x, y, n_way)}
         for _ in range(steps):
@@ -291,9 +320,30 @@ class ProtoMAML(MAML):
     label_equivariant = True
     prototype_head = True
 
-    def __init__(self, encoder: nn.Module, distance: nn.Module, inner_steps: int = 1, test_inner_steps: int = 10,
-                 inner_lr: float = 0.1, head_inner_lr: float | None = None, first_order: bool = False,
-                 meta_sgd: bool = False, vectorize: bool | None = None, image_size: int = 28,
-                 embedding_dim: int | None = None):
-        super().__init__(encoder, distance, inner_steps, test_inner_steps, inner_lr, head_inner_lr, first_order,
-                         meta_sgd, vectorize, image_size=image_size, embedding_dim=embedding_dim)
+    def __init__(
+        self,
+        encoder: nn.Module,
+        distance: nn.Module,
+        inner_steps: int = 1,
+        test_inner_steps: int = 10,
+        inner_lr: float = 0.1,
+        head_inner_lr: float | None = None,
+        first_order: bool = False,
+        meta_sgd: bool = False,
+        vectorize: bool | None = None,
+        image_size: int = 28,
+        embedding_dim: int | None = None,
+    ):
+        super().__init__(
+            encoder,
+            distance,
+            inner_steps,
+            test_inner_steps,
+            inner_lr,
+            head_inner_lr,
+            first_order,
+            meta_sgd,
+            vectorize,
+            image_size=image_size,
+            embedding_dim=embedding_dim,
+        )

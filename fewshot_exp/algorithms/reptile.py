@@ -37,17 +37,40 @@ from fewshot_exp.errors import UserError
 
 
 class Reptile(MAML):
-    def __init__(self, encoder: nn.Module, distance: nn.Module, inner_steps: int = 5, test_inner_steps: int = 10,
-                 inner_lr: float = 0.1, head_inner_lr: float | None = None, outer_stepsize: float = 1.0,
-                 vectorize: bool | None = None, n_way: int = 5, train_n_way: int | None = None, image_size: int = 28,
-                 embedding_dim: int | None = None):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        distance: nn.Module,
+        inner_steps: int = 5,
+        test_inner_steps: int = 10,
+        inner_lr: float = 0.1,
+        head_inner_lr: float | None = None,
+        outer_stepsize: float = 1.0,
+        vectorize: bool | None = None,
+        n_way: int = 5,
+        train_n_way: int | None = None,
+        image_size: int = 28,
+        embedding_dim: int | None = None,
+    ):
         if inner_steps < 1:
             raise UserError(f"algorithm.inner_steps must be at least 1 for Reptile, got {inner_steps}")
         if not outer_stepsize > 0:
             raise UserError(f"algorithm.outer_stepsize must be positive, got {outer_stepsize}")
-        super().__init__(encoder, distance, inner_steps, test_inner_steps, inner_lr, head_inner_lr, first_order=True,
-                         meta_sgd=False, vectorize=vectorize, n_way=n_way, train_n_way=train_n_way,
-                         image_size=image_size, embedding_dim=embedding_dim)
+        super().__init__(
+            encoder,
+            distance,
+            inner_steps,
+            test_inner_steps,
+            inner_lr,
+            head_inner_lr,
+            first_order=True,
+            meta_sgd=False,
+            vectorize=vectorize,
+            n_way=n_way,
+            train_n_way=train_n_way,
+            image_size=image_size,
+            embedding_dim=embedding_dim,
+        )
         self.outer_stepsize = outer_stepsize
 
     def meta_update(self, episode: Episode, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,7 +36,8 @@ def check_shape(split: ImageSet, split_name: str, n_way: int, k_shot: int, n_que
     """Raise a one-line UserError if the split cannot fill an N-way K-shot Q-query episode."""
     if n_way > split.n_classes:
         raise UserError(
-            f"n_way={n_way} is more than the {split.n_classes} classes of the {split_name} split; use n_way <= {split.n_classes}"
+            f"n_way={n_way} is more than the {split.n_classes} classes of the {split_name} split; "
+            f"use n_way <= {split.n_classes}"
         )
     if k_shot + n_query > split.min_per_class:
         raise UserError(
@@ -48,8 +49,16 @@ def check_shape(split: ImageSet, split_name: str, n_way: int, k_shot: int, n_que
 class EpisodeSampler:
     """Draws batches of tasks from one split. All tensors stay on the split's device."""
 
-    def __init__(self, split: ImageSet, n_way: int, k_shot: int, n_query: int, tasks: int, generator: torch.Generator,
-                 split_name: str = "") -> None:
+    def __init__(
+        self,
+        split: ImageSet,
+        n_way: int,
+        k_shot: int,
+        n_query: int,
+        tasks: int,
+        generator: torch.Generator,
+        split_name: str = "",
+    ) -> None:
         check_shape(split, split_name or "data", n_way, k_shot, n_query)
         self.split, self.n_way, self.k_shot, self.n_query, self.tasks = split, n_way, k_shot, n_query, tasks
         self.generator = generator
@@ -61,7 +70,9 @@ class EpisodeSampler:
         split, n, k, q = self.split, self.n_way, self.k_shot, self.n_query
         device = split.images.device
         # Classes: the first n of a random permutation per task.
-        classes = torch.rand(tasks, split.n_classes, generator=self.generator, device=device).argsort(1)[:, :n]  # [T, N]
+        classes = torch.rand(tasks, split.n_classes, generator=self.generator, device=device).argsort(1)[
+            :, :n
+        ]  # [T, N]
         # Images: the first k+q of a random permutation of each class's images (padding slots sort last).
         counts = split.counts[classes]  # [T, N]
         keys = torch.rand(tasks, n, self._max_count, generator=self.generator, device=device)

@@ -21,7 +21,9 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"images must be a uint8 [N, C, H, W] tensor, got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"images must be a uint8 [N, C, H, W] tensor, got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError("labels must be [N] with one label per image")
         if self.labels.numel() and bool((self.labels[1:] < self.labels[:-1]).any()):
@@ -50,7 +52,9 @@ class ImageSet:
             start, n = int(self.offsets[c]), int(self.counts[c])
             parts.append(self.images[start : start + n])
             labels.append(torch.full((n,), new, dtype=torch.long))
-        return ImageSet(torch.cat(parts), torch.cat(labels).to(self.images.device), [self.class_names[c] for c in classes])
+        return ImageSet(
+            torch.cat(parts), torch.cat(labels).to(self.images.device), [self.class_names[c] for c in classes]
+        )
 
     @staticmethod
     def from_class_lists(per_class: list[torch.Tensor], class_names: list[str]) -> ImageSet:
