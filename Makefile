@@ -29,8 +29,8 @@ format: ## ruff fix and format
 train: ## Train and test the default experiment (ProtoNet on glyphs); pass ARGS="key=value ..."
 	$(BIN)/python -m fewshot_exp $(ARGS)
 
-bench: ## Run the benchmarks in benchmarks/
-	$(BIN)/python -m benchmarks.run $(ARGS)
+bench: ## Run the benchmarks (MAML loop vs vmap timing table)
+	$(BIN)/python benchmarks/maml_vmap.py $(ARGS)
 
 clean: ## Remove outputs, caches and build files (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache build dist *.egg-info
