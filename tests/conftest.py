@@ -31,10 +31,16 @@ def glyphs_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("glyphs-cache")
 
 
-def run_cli(*overrides: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python -m fewshot_exp <overrides>` in a subprocess, W&B offline and quiet."""
+def cli_env() -> dict[str, str]:
+    """The environment for a CLI subprocess: W&B offline and quiet, no progress bar, the user's error mode."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TQDM_DISABLE": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def run_cli(*overrides: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m fewshot_exp <overrides>` in a subprocess, W&B offline and quiet."""
+    env = cli_env()
     return subprocess.run(
         [sys.executable, "-m", "fewshot_exp", *overrides],
         cwd=cwd or REPO,

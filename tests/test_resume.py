@@ -5,13 +5,12 @@ uninterrupted run ends: same parameters, same results.json, same metrics.jsonl."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, cli_env
 
 CONFIG = [
     "train.episodes=40",
@@ -63,8 +62,7 @@ KILL_POINTS = [
 
 
 def run(run_dir, fault: str = "", *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TQDM_DISABLE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    env.pop("HYDRA_FULL_ERROR", None)
+    env = cli_env()
     return subprocess.run(
         [sys.executable, "-c", DRIVER % fault, *CONFIG, *extra, f"hydra.run.dir={run_dir}"],
         cwd=REPO,
