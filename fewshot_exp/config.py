@@ -204,6 +204,32 @@ class ReptileConfig(InnerLoopConfig):
     train_n_way: int | None = None
 
 
+class PrototypeInit(Enum):
+    kmeans = "kmeans"  # k-means of each class's support embeddings
+    support = "support"  # every support embedding is a prototype
+
+
+class WeightPenalty(Enum):
+    l1 = "l1"
+    l2 = "l2"
+
+
+@dataclass
+class MultiProtoConfig(AlgorithmConfig):
+    _target_: str = "fewshot_exp.algorithms.multiproto.MultiProto"
+    init: PrototypeInit = PrototypeInit.kmeans
+    per_class: int = 2  # k-means prototypes per class (capped at k_shot); J = n_way * per_class
+    kmeans_iters: int = 3  # Lloyd steps after farthest-point seeding
+    fit_steps: int = 3  # gradient steps on the support set per episode
+    fit_lr: float = 0.1  # step size of the prototypes
+    weight_lr: float = 1.0  # step size of the prototype-to-class weights W
+    penalty: WeightPenalty = WeightPenalty.l1  # on W: l1 (proximal, sparse) or l2 (squared)
+    alpha: float = 0.01  # penalty weight
+    scale: float = 10.0  # initial scale of W = scale * one-hot (learned)
+    first_order: bool = False  # treat the fit's gradients as constants
+    ambiguity: float = 0.5  # a prototype whose top class mass is below this is ambiguous
+
+
 @dataclass
 class TrainConfig:
     episodes: int = 2000
@@ -266,6 +292,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "hallucination": HallucinationConfig,
         "relation": RelationConfig,
         "siamese": SiameseConfig,
+        "multiproto": MultiProtoConfig,
     },
     "distance": {"distance": DistanceConfig},
     "logger": {"logger": LoggerConfig},
