@@ -7,6 +7,7 @@ checked by `validate` right after.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -230,6 +231,11 @@ class MultiProtoConfig(AlgorithmConfig):
     ambiguity: float = 0.5  # a prototype whose top class mass is below this is ambiguous
 
 
+class Projection(Enum):
+    pca = "pca"
+    tsne = "tsne"  # needs scikit-learn
+
+
 @dataclass
 class TrainConfig:
     episodes: int = 2000
@@ -277,6 +283,8 @@ class Config:
     device: Device = Device.auto
     deterministic: bool = False  # torch.use_deterministic_algorithms + cuDNN flags (for GPU runs)
     resume: bool = False  # continue from last.pt in the run dir (`resume=<run dir>` picks the dir)
+    viz: bool = False  # at the end: embedding plot and episode gallery (PNG in the run dir and W&B), see viz.py
+    viz_projection: Projection = Projection.pca  # 2-D projection of the embedding plot
 
 
 # The schema each YAML of a group names in its defaults list as `base_<name>`.
@@ -345,6 +353,8 @@ def validate(cfg: Any) -> None:
     if cfg.distance.name not in ("l2", "cosine", "dot"):
         raise UserError(f"distance.name must be one of l2, cosine, dot, got {cfg.distance.name!r}")
     _positive("distance.temperature", cfg.distance.temperature)
+    if cfg.viz and cfg.viz_projection == Projection.tsne and importlib.util.find_spec("sklearn") is None:
+        raise UserError("viz_projection=tsne needs scikit-learn: pip install scikit-learn (or use viz_projection=pca)")
     if cfg.algorithm.get("n_way") is not None:  # a learned head (maml, fomaml, reptile) needs a row per class
         need = max(cfg.episode.n_way, train_shape(cfg).n_way, 20 if cfg.eval.lake_runs else 0)
         if max(cfg.algorithm.n_way, cfg.algorithm.get("train_n_way") or 0) < need:

@@ -63,7 +63,11 @@ def config_differences(cfg: Any, saved_yaml: str) -> list[str]:
     now = pd.json_normalize(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), sep=".").iloc[0].to_dict()
     then = pd.json_normalize(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=True), sep=".").iloc[0]
     then = then.to_dict()
-    return sorted(k for k in now.keys() | then.keys() if k != "resume" and str(now.get(k)) != str(then.get(k)))
+    return sorted(
+        k
+        for k in now.keys() | then.keys()
+        if k not in ("resume", "viz", "viz_projection") and str(now.get(k)) != str(then.get(k))
+    )
 
 
 def resume_state(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any] | None:
@@ -139,6 +143,9 @@ def run_experiment(
         tracker.log({k: v for k, v in results.items() if k.startswith("test/")}, cfg.train.episodes)
         tracker.summary(results)
         write_atomically(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        from fewshot_exp.viz import end_of_run  # matplotlib, only now
+
+        end_of_run(algorithm, episode_samplers["test"], cfg, run_dir, tracker)  # viz=true plots; multiproto report
         exit_code = 0
         return results
     finally:

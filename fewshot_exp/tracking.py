@@ -121,6 +121,16 @@ class Tracker:
         if self.wandb_run is not None:
             self._guard("log", self.wandb_run.log, metrics, step)
 
+    def log_images(self, images: dict[str, Path], step: int) -> None:
+        """PNG files as W&B images (not written to metrics.jsonl)."""
+        if self.wandb_run is not None:
+            self._guard("log", self._log_images, images, step)
+
+    def _log_images(self, images: dict[str, Path], step: int) -> None:
+        import wandb
+
+        self.wandb_run.log({key: wandb.Image(str(path)) for key, path in images.items()}, step=step)
+
     def summary(self, metrics: dict[str, Any]) -> None:
         if self.wandb_run is not None:
             self._guard("summary", self.wandb_run.summary.update, metrics)

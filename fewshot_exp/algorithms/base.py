@@ -45,6 +45,21 @@ class FewShotAlgorithm(nn.Module):
     def forward(self, episode: Episode) -> torch.Tensor:  # [T, N*Q, N]
         raise NotImplementedError
 
+    def explain(self, episode: Episode) -> dict[str, torch.Tensor]:
+        """What the embedding plot (fewshot_exp/viz.py) shows: support [T, N*K, D] and query [T, N*Q, D]
+        embeddings, prototypes [T, P, D] with their classes `prototype_labels` [T, P] (here the class means of the
+        support embeddings) and the query `logits`. Algorithms with other points to show override it; for a
+        gradient-based learner these are the meta-learned encoder's embeddings, before adaptation."""
+        support, query = self.embed_episode(episode)
+        labels = torch.arange(episode.n_way, device=support.device).expand(episode.tasks, -1)
+        return {
+            "support": support,
+            "query": query,
+            "prototypes": class_means(support, episode.support_y, episode.n_way),
+            "prototype_labels": labels,
+            "logits": self(episode),
+        }
+
     def loss(self, logits: torch.Tensor, episode: Episode) -> torch.Tensor:
         """Mean cross-entropy over all query images of all tasks."""
         return F.cross_entropy(logits.flatten(0, 1), episode.query_y.flatten())

@@ -147,3 +147,20 @@ class Hallucination(ProtoNet):
         support, query = self.embed_episode(episode)
         support, support_y = self.augment(support, episode.support_y, episode.n_way)
         return self.distance(query, self.prototypes(support, support_y, episode.n_way))
+
+    def explain(self, episode: Episode) -> dict[str, torch.Tensor]:
+        """The real support and query embeddings, the hallucinated points [T, N*M, D] with their classes, the
+        prototypes over both, and the query logits, all from the same draws."""
+        support, query = self.embed_episode(episode)
+        augmented, augmented_y = self.augment(support, episode.support_y, episode.n_way)
+        prototypes = self.prototypes(augmented, augmented_y, episode.n_way)
+        n_real = support.shape[1]
+        return {
+            "support": support,
+            "query": query,
+            "hallucinated": augmented[:, n_real:],
+            "hallucinated_labels": augmented_y[:, n_real:],
+            "prototypes": prototypes,
+            "prototype_labels": torch.arange(episode.n_way, device=support.device).expand(episode.tasks, -1),
+            "logits": self.distance(query, prototypes),
+        }

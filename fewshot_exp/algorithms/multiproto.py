@@ -244,6 +244,6 @@ class MultiProto(FewShotAlgorithm):
             "mean_top_mass": float(torch.cat(top_mass).mean()) if top_mass else float("nan"),
             "zero_weight_fraction": zero_weights / max(all_weights, 1),
             "ambiguity_threshold": self.ambiguity,
-            "scale": float(self.log_scale.exp()),
+            "scale": float(self.log_scale.detach().exp()),
             "first_episode": first,
         }
