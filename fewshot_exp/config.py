@@ -75,6 +75,27 @@ class Conv4Config(EncoderConfig):
 
 
 @dataclass
+class ResNet12Config(EncoderConfig):
+    _target_: str = "fewshot_exp.resnet12.ResNet12"
+    channels: list[int] = field(default_factory=lambda: [64, 160, 320, 640])  # widths of the 4 residual blocks
+    drop_block: bool = False  # dropout after blocks 1-2, DropBlock after blocks 3-4 (MetaOptNet), training only
+    drop_rate: float = 0.1  # fraction of units dropped (only with drop_block)
+    block_size: int = 5  # DropBlock square side, capped at the feature map size
+    channels_last: bool = True
+
+
+@dataclass
+class TorchvisionConfig(EncoderConfig):
+    _target_: str = "fewshot_exp.torchvision_backbone.TorchvisionBackbone"
+    name: str = "resnet18"  # a torchvision classification model
+    out_dim: int | None = None  # a linear projection to this size; None = the penultimate features
+    weights: str | None = None  # local state-dict file of that model (nothing is downloaded)
+    normalize: bool | None = None  # ImageNet mean/std on the input; None = when weights is set
+    image_size: int = 84  # to check that the model can embed the run's images (YAML: ${dataset.image_size})
+    channels_last: bool = True
+
+
+@dataclass
 class DistanceConfig:
     name: str = MISSING  # l2 | cosine | dot
     temperature: float = 1.0  # logits = -distance / temperature
@@ -290,7 +311,7 @@ class Config:
 # The schema each YAML of a group names in its defaults list as `base_<name>`.
 SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"glyphs": GlyphsConfig, "omniglot": OmniglotConfig},
-    "encoder": {"conv4": Conv4Config},
+    "encoder": {"conv4": Conv4Config, "resnet12": ResNet12Config, "torchvision": TorchvisionConfig},
     "algorithm": {
         "protonet": ProtoNetConfig,
         "maml": MAMLConfig,

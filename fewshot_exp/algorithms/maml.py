@@ -278,7 +278,8 @@ class MAML(FewShotAlgorithm):
         vectorize = self.vectorize if self.vectorize is not None else per_task[0].device.type == "cuda"
         if vectorize:
             with self.vmappable_encoder():
-                return vmap(fn)(*per_task)
+                # each task draws its own dropout / DropBlock masks, as in the loop
+                return vmap(fn, randomness="different")(*per_task)
         return stack([fn(*task) for task in zip(*per_task)])
 
     @contextmanager

@@ -18,7 +18,7 @@ cost. In eval mode the rest of g runs over a bounded number of pairs at a time (
 statistics, so chunking does not change the result).
 
 Configurable: pooled_blocks, class_feature (sum | mean), hidden (conv channels of g), fc_hidden. The encoder
-must provide `features(x, pooled_blocks)` and `out_channels` (Conv-4 does).
+must provide `features(x, pooled_blocks)` and `out_channels` (Conv-4 and ResNet-12 do).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class RelationNetwork(FewShotAlgorithm):
         if not (hasattr(encoder, "features") and hasattr(encoder, "out_channels")):
             raise UserError(
                 f"algorithm=relation needs feature maps, which encoder {type(encoder).__name__} does not "
-                "provide; use encoder=conv4"
+                "provide; use encoder=conv4 or encoder=resnet12"
             )
         if pooled_blocks is not None and pooled_blocks < 0:
             raise UserError(f"algorithm.pooled_blocks must be >= 0 or null (= all), got {pooled_blocks}")
