@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -181,6 +182,19 @@ def test_torchvision_weights_round_trip(resnet18_file):
         grey = TorchvisionBackbone("resnet18", in_channels=1, weights=str(path), normalize=False, image_size=32)
         torch.testing.assert_close(grey.eval()(x[:, :1]), reference(x[:, :1].repeat(1, 3, 1, 1)), atol=1e-4, rtol=1e-4)
     assert TorchvisionBackbone("resnet18", weights=str(path), image_size=32).normalize  # ImageNet stats by default
+
+
+def test_torchvision_loads_old_densenet_key_names(tmp_path):
+    """torchvision's published DenseNet files name norm1 `norm.1` (and so on); they load all the same."""
+    torch.manual_seed(0)
+    state = torchvision.models.densenet121().state_dict()
+    old = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v for k, v in state.items()}
+    assert "features.denseblock2.denselayer3.conv.2.weight" in old
+    torch.save(old, tmp_path / "densenet121.pth")
+    net = TorchvisionBackbone("densenet121", weights=str(tmp_path / "densenet121.pth"), image_size=32)
+    torch.testing.assert_close(
+        net.model.features.denseblock2.denselayer3.conv2.weight, state["features.denseblock2.denselayer3.conv2.weight"]
+    )
 
 
 def test_torchvision_bad_weight_files(tmp_path, resnet18_file):
