@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import random_imageset, run_cli
@@ -37,15 +38,16 @@ def assert_png(path: Path, min_width: int, min_height: int) -> None:
         image.verify()
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width >= min_width and image.height >= min_height
-        assert len(set(image.convert("L").getdata())) > 10  # something was drawn
+        assert len(np.unique(np.asarray(image.convert("L")))) > 10  # something was drawn
 
 
 def test_viz_writes_the_plots_and_logs_them_to_wandb(viz_run):
     assert_png(viz_run / "embedding.png", 500, 400)
     assert_png(viz_run / "gallery.png", 400, 150)
-    images = {k: v for row in logged_run(viz_run)["history"] for k, v in row.items() if k.startswith("viz/")}
-    assert set(images) == {"viz/embedding", "viz/gallery"}
-    assert all(v["_type"] == "image-file" and v["format"] == "png" for v in images.values())
+    logged = {k: v for row in logged_run(viz_run)["history"] for k, v in row.items() if k.startswith("viz/")}
+    for name in ("viz/embedding", "viz/gallery"):  # an image's fields are logged as nested keys
+        assert logged[f"{name}/_type"] == "image-file" and logged[f"{name}/format"] == "png"
+        assert logged[f"{name}/width"] >= 400
     media = list((viz_run / "wandb").glob("*run-*/files/media/images/viz/*.png"))
     assert len(media) == 2
 
