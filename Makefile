@@ -29,8 +29,9 @@ format: ## ruff fix and format
 train: ## Train and test the default experiment (ProtoNet on glyphs); pass ARGS="key=value ..."
 	$(BIN)/python -m fewshot_exp $(ARGS)
 
-bench: ## Run the benchmarks (MAML loop vs vmap timing table)
-	$(BIN)/python benchmarks/maml_vmap.py $(ARGS)
+bench: ## Benchmarks vs easyfsl/higher (pip install -e ".[bench]"), then MAML loop vs vmap; ARGS="--quick" is shorter
+	$(BIN)/python -m benchmarks.run $(ARGS)
+	$(BIN)/python benchmarks/maml_vmap.py --tasks 4 --repeats 2
 
 clean: ## Remove outputs, caches and build files (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache build dist *.egg-info

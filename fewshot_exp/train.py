@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from fewshot_exp.algorithms.base import FewShotAlgorithm
 from fewshot_exp.checkpoint import save_checkpoint
-from fewshot_exp.data.episodes import EpisodeSampler
+from fewshot_exp.data.episodes import Episode, EpisodeSampler
 from fewshot_exp.evaluate import evaluate
 from fewshot_exp.tracking import Tracker
 
@@ -48,11 +48,38 @@ class Progress:
     since_log: int = 0
     running: torch.Tensor = field(default_factory=lambda: torch.zeros(2))  # summed [loss, accuracy] since the last log
 
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, episode: Episode) -> None:
+        """Add one episode's loss and query accuracy to the running sums, on the device (no host sync)."""
+        self.running += torch.stack(
+            [loss.detach().float(), (logits.detach().argmax(-1) == episode.query_y).float().mean()]
+        )
+        self.since_log += 1
+
 
 def autocast(device: torch.device, enabled: bool) -> Any:
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def training_step(
+    algorithm: FewShotAlgorithm, episode: Episode, optimizer: torch.optim.Optimizer, device: torch.device, amp: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One update on one episode; returns (loss, query logits) without reading them on the host.
+
+    The algorithm's own outer update (`meta_update`: Reptile, MAML's task-by-task backward) when it has one,
+    else forward, loss, backward and an optimizer step.
+    """
+    with autocast(device, amp):
+        update = algorithm.meta_update(episode, optimizer)
+        if update is not None:
+            return update
+        logits = algorithm(episode)
+        loss = algorithm.loss(logits, episode)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, logits
 
 
 def rng_state(sampler: EpisodeSampler) -> dict[str, Any]:
@@ -134,22 +161,10 @@ def train(
     with stop_requests() as stop:
         for step in bar:
             episode = samplers["train"].sample()
-            update = algorithm.meta_update(episode, optimizer)  # an algorithm's own outer update (Reptile), or None
-            if update is None:
-                with autocast(device, tc.amp):
-                    logits = algorithm(episode)
-                    loss = algorithm.loss(logits, episode)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            else:
-                loss, logits = update
+            loss, logits = training_step(algorithm, episode, optimizer, device, tc.amp)
             scheduler.step()
             progress.episode = step
-            progress.running += torch.stack(
-                [loss.detach().float(), (logits.detach().argmax(-1) == episode.query_y).float().mean()]
-            )
-            progress.since_log += 1
+            progress.add(loss, logits, episode)
             if step % tc.log_every == 0 or step == tc.episodes:
                 loss_avg, acc_avg = (progress.running / progress.since_log).tolist()
                 check_finite(loss_avg, step, tc.lr)

@@ -390,6 +390,34 @@ def test_reptile_evaluates_by_fine_tuning_on_the_support_set():
     torch.testing.assert_close(logits[0], hand.detach())
 
 
+# --- the training step ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cls,first_order,meta_sgd", [(MAML, False, False), (MAML, True, True), (ProtoMAML, False, True)]
+)
+def test_task_by_task_meta_update_takes_the_single_backward_step(cls, first_order, meta_sgd):
+    """MAML.meta_update (one backward per task, for memory) ends in the same parameters, loss and logits as the
+    loop's forward - loss - backward - step on the whole meta-batch."""
+    from fewshot_exp.train import training_step
+
+    ep = episode(tasks=3)
+    after = {}
+    for per_task in (True, False):
+        algorithm = make(cls, inner_steps=2, first_order=first_order, meta_sgd=meta_sgd, vectorize=False)
+        if not per_task:
+            algorithm.meta_update = lambda episode, optimizer: None  # the loop's own step
+        optimizer = torch.optim.SGD(algorithm.parameters(), lr=0.1)  # the step is the gradient itself
+        loss, logits = training_step(algorithm, ep, optimizer, torch.device("cpu"), amp=False)
+        after[per_task] = (loss.detach(), logits.detach(), [p.detach().clone() for p in algorithm.parameters()])
+    (loss_a, logits_a, params_a), (loss_b, logits_b, params_b) = after[True], after[False]
+    torch.testing.assert_close(loss_a, loss_b)
+    torch.testing.assert_close(logits_a, logits_b)
+    for a, b in zip(params_a, params_b):
+        torch.testing.assert_close(a, b)
+    assert not torch.equal(params_a[0], make(cls).encoder[0].weight.detach())  # the step moved the encoder
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 

@@ -314,6 +314,30 @@ class MAML(FewShotAlgorithm):
 
         return self.for_each_task(task, episode.support_x, episode.support_y, episode.query_x)
 
+    def meta_update(
+        self, episode: Episode, optimizer: torch.optim.Optimizer
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The meta-gradient of the mean query loss, grad (1/T) sum_t L_t(theta_k^t), accumulated with one backward
+        per task, then one optimizer step. Only one task's graph through its inner loop is alive at a time, so peak
+        memory is one task's instead of T's; the gradient is the loop's single backward's up to float summation
+        order (every task has N*Q queries, so the mean over all queries is the mean of the task means). Under vmap
+        (`vectorize`, on CUDA by default) all tasks share one graph anyway: None, the loop's own step."""
+        vectorize = self.vectorize if self.vectorize is not None else episode.support_x.device.type == "cuda"
+        if vectorize or episode.tasks == 1:
+            return None
+        optimizer.zero_grad(set_to_none=True)
+        losses, logits = [], []
+        for t in range(episode.tasks):
+            parts = (episode.support_x, episode.support_y, episode.query_x, episode.query_y)
+            task = Episode(*(part[t : t + 1] for part in parts), n_way=episode.n_way)
+            task_logits = self(task)
+            loss = self.loss(task_logits, task)
+            (loss / episode.tasks).backward()
+            losses.append(loss.detach())
+            logits.append(task_logits.detach())
+        optimizer.step()
+        return torch.stack(losses).mean(), torch.cat(logits)
+
 
 class ProtoMAML(MAML):
     """MAML whose head starts each task at the prototypes of its support set (see the module docstring)."""

@@ -1,0 +1,281 @@
+"""Benchmark our training step, evaluation and MAML meta-step against our encoder-only limit and the peers.
+
+    python -m benchmarks.run [--quick | --smoke] [--threads 2] [--rows protonet-train ...] [--out results.json]
+
+Prints a table (ms/episode, episodes/s, peak MiB, speed against the peer and against the limit) and writes
+it as JSON. Every row's contenders are timed in this process, interleaved (benchmarks/timing.py); each
+row's peak memory comes from a fresh subprocess. `--quick` runs every row at 28 px with short budgets,
+`--smoke` tiny shapes (for the tests; its numbers mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from tabulate import tabulate
+
+from benchmarks import ours, peers
+from benchmarks.cases import Contender, Row, Shape
+from benchmarks.timing import MEMORY_ENV, interleaved_times, median, peak_memory_mib
+
+REPO = Path(__file__).resolve().parents[1]
+
+# mode -> (28 px / 84 px ProtoNet shapes, MAML shape, eval episodes per call at 28 / 84 px, seconds per row)
+MODES = {
+    "full": {"sizes": [(28, 1), (84, 3)], "maml": (84, 3), "episodes": {28: 80, 84: 20}, "budget": 1.0},
+    "quick": {"sizes": [(28, 1)], "maml": (28, 1), "episodes": {28: 40}, "budget": 0.3},
+    "smoke": {"sizes": [(16, 1)], "maml": (16, 1), "episodes": {16: 4}, "budget": 0.0},
+}
+SMOKE = {"way": 3, "shot": 1, "query": 2, "hidden": 8}
+#: Evaluation images per forward at 84 px: 10 tasks (4096, the 28 px default, would hold ~7 GiB of activations).
+BATCH_IMAGES_84PX = 1000
+
+
+def rows(mode: str, device: torch.device) -> list[Row]:
+    """The benchmark's rows for `mode`; a peer that does not import is a skipped contender."""
+    settings = MODES[mode]
+    small = SMOKE if mode == "smoke" else {}
+    easyfsl_missing, higher_missing = peers.missing("easyfsl"), peers.missing("higher")
+    out = []
+    for size, channels in settings["sizes"]:
+        shape = Shape(size, channels, **small)
+        images = shape.images_per_task
+        out.append(
+            Row(
+                f"protonet-train-{size}px",
+                "ProtoNet training step: our sampler + training_step vs easyfsl TaskSampler/DataLoader + Adam",
+                shape,
+                1,
+                [
+                    Contender("ours", partial(ours.protonet_train, shape, device), "ours"),
+                    Contender("encoder limit", partial(ours.limit_train, shape, device, images), "limit"),
+                    peer("easyfsl", partial(peers.easyfsl_train, shape, device), easyfsl_missing),
+                ],
+            )
+        )
+    for size, channels in settings["sizes"]:
+        batch_images = BATCH_IMAGES_84PX if size >= 84 else 4096
+        shape = Shape(size, channels, episodes=settings["episodes"][size], batch_images=batch_images, **small)
+        if mode == "smoke":
+            shape = replace(shape, batch_images=2 * shape.images_per_task)
+        out.append(
+            Row(
+                f"protonet-eval-{size}px",
+                f"ProtoNet evaluation of {shape.episodes} episodes: evaluate() ({shape.batch_images} images per "
+                "forward) vs easyfsl.utils.evaluate (one episode per forward)",
+                shape,
+                shape.episodes,
+                [
+                    Contender("ours", partial(ours.protonet_eval, shape, device), "ours"),
+                    Contender("encoder limit", partial(ours.limit_eval, shape, device), "limit"),
+                    peer("easyfsl", partial(peers.easyfsl_eval, shape, device), easyfsl_missing),
+                ],
+            )
+        )
+    size, channels = settings["maml"]
+    for steps in (1, 5):
+        shape = Shape(size, channels, tasks=2 if mode == "smoke" else 4, inner_steps=steps, **small)
+        out.append(
+            Row(
+                f"maml-{steps}step-{size}px",
+                f"MAML meta-step, {shape.tasks} tasks, {steps} inner step(s): training_step vs higher.innerloop_ctx",
+                shape,
+                shape.tasks,
+                [
+                    Contender("ours 2nd order", partial(ours.maml_train, shape, device, False), "ours"),
+                    Contender("ours 1st order", partial(ours.maml_train, shape, device, True), "ours"),
+                    Contender(
+                        "encoder limit",
+                        partial(ours.limit_train, shape, device, shape.tasks * shape.images_per_task),
+                        "limit",
+                    ),
+                    peer("higher 2nd order", partial(peers.higher_maml_train, shape, device), higher_missing),
+                ],
+            )
+        )
+    return out
+
+
+def peer(label: str, factory: Any, missing: str | None) -> Contender:
+    return Contender(label, None if missing else factory, "peer", skipped=missing)
+
+
+def row_budget(row: Row, mode: str) -> tuple[float, int, int]:
+    """(seconds of timed rounds, min rounds, max rounds) for a row."""
+    scale = MODES[mode]["budget"]
+    if mode == "smoke":
+        return 0.0, 1, 1
+    heavy = row.name.startswith("maml") or row.shape.size >= 84
+    seconds = (60.0 if row.name.startswith("maml-5") else 30.0 if heavy else 12.0) * scale
+    return seconds, 3, 25
+
+
+def time_row(row: Row, mode: str, device: torch.device) -> dict[str, list[float]]:
+    steps = {c.label: c.factory() for c in row.contenders if c.factory is not None}
+    return interleaved_times(steps, device, *row_budget(row, mode))
+
+
+def memory_pass(row_name: str, mode: str, device: torch.device) -> dict[str, float | None]:
+    """In this (fresh) process: one call of each contender of the row, its peak MiB above the RSS before it."""
+    (row,) = [r for r in rows(mode, device) if r.name == row_name]
+    return {c.label: peak_memory_mib(c.factory(), device) for c in row.contenders if c.factory is not None}
+
+
+def memory_of_row(row: Row, args: argparse.Namespace) -> dict[str, float | None]:
+    """Run memory_pass for `row` in a fresh subprocess (see benchmarks/timing.py for why)."""
+    command = [sys.executable, "-m", "benchmarks.run", "--memory-pass", row.name, "--mode-name", args.mode]
+    command += ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
+    env = {**os.environ, **MEMORY_ENV}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory pass of {row.name} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summarise(row: Row, times: dict[str, list[float]], memory: dict[str, float | None]) -> dict[str, Any]:
+    """The row's JSON: per contender its times, ms/episode, episodes/s and peak MiB; then the ratios."""
+    contenders: dict[str, Any] = {}
+    for c in row.contenders:
+        if c.factory is None:
+            contenders[c.label] = {"role": c.role, "skipped": c.skipped}
+            continue
+        seconds = median(times[c.label])
+        contenders[c.label] = {
+            "role": c.role,
+            "ms_per_call": 1000 * seconds,
+            "ms_per_episode": 1000 * seconds / row.episodes_per_call,
+            "episodes_per_s": row.episodes_per_call / seconds,
+            "peak_mib": memory.get(c.label),
+            "repeats": len(times[c.label]),
+            "times_ms": [round(1000 * t, 3) for t in times[c.label]],
+        }
+    timed = {k: v for k, v in contenders.items() if "skipped" not in v}
+    limit = next((v for v in timed.values() if v["role"] == "limit"), None)
+    peer_ = next((v for v in timed.values() if v["role"] == "peer"), None)
+    ratios = {}
+    for label, v in timed.items():
+        if v["role"] != "ours":
+            continue
+        if peer_:
+            ratios[f"{label} speed-up over peer"] = peer_["ms_per_call"] / v["ms_per_call"]
+            if v["peak_mib"] and peer_["peak_mib"]:
+                ratios[f"{label} peak memory / peer's"] = v["peak_mib"] / peer_["peak_mib"]
+        if limit:
+            ratios[f"{label} time / encoder limit's"] = v["ms_per_call"] / limit["ms_per_call"]
+    return {
+        "name": row.name,
+        "what": row.what,
+        "shape": asdict(row.shape),
+        "episodes_per_call": row.episodes_per_call,
+        "contenders": contenders,
+        "ratios": ratios,
+    }
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = []
+    for row in results:
+        timed = [v for v in row["contenders"].values() if "skipped" not in v]
+        peer_ms = next((v["ms_per_call"] for v in timed if v["role"] == "peer"), None)
+        limit_ms = next((v["ms_per_call"] for v in timed if v["role"] == "limit"), None)
+        for label, v in row["contenders"].items():
+            if "skipped" in v:
+                lines.append([row["name"], label, "skipped", "", "", "", ""])
+                continue
+            mib = v["peak_mib"]
+            lines.append(
+                [
+                    row["name"],
+                    label,
+                    f"{v['ms_per_episode']:.2f}",
+                    f"{v['episodes_per_s']:.2f}",
+                    "n/a" if mib is None else f"{mib:.0f}",
+                    f"{peer_ms / v['ms_per_call']:.2f}x" if peer_ms else "",
+                    f"{v['ms_per_call'] / limit_ms:.3f}" if limit_ms else "",
+                ]
+            )
+    headers = ["row", "contender", "ms/episode", "episodes/s", "peak MiB", "speed vs peer", "time / limit"]
+    return tabulate(lines, headers=headers, disable_numparse=True)
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor()
+
+
+def machine(threads: int) -> dict[str, Any]:
+    cpu = cpu_name()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "peers": {name: peers.missing(name) or "installed" for name in ("easyfsl", "higher")},
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="every row at 28 px, short budgets")
+    group.add_argument("--smoke", action="store_true", help="tiny shapes, one round (for the tests)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--rows", nargs="*", default=None, help="only rows whose name contains one of these")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
+    parser.add_argument("--memory-pass", help=argparse.SUPPRESS)
+    parser.add_argument("--mode-name", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.mode = args.mode_name or ("smoke" if args.smoke else "quick" if args.quick else "full")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda but no CUDA GPU is available")
+    device = torch.device(args.device)
+    if args.memory_pass:
+        print(json.dumps(memory_pass(args.memory_pass, args.mode, device)))
+        return
+    selected = [r for r in rows(args.mode, device) if not args.rows or any(s in r.name for s in args.rows)]
+    report = {
+        "mode": args.mode,
+        "device": str(device),
+        "machine": machine(torch.get_num_threads()),
+        "load_average_before": os.getloadavg(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "rows": [],
+    }
+    print(f"{args.mode} benchmark on {device}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
+    for row in selected:
+        memory = {} if args.no_memory else memory_of_row(row, args)
+        report["rows"].append(summarise(row, time_row(row, args.mode, device), memory))
+        print(f"  {row.name} done", flush=True)
+    report["load_average_after"] = os.getloadavg()
+    print(table(report["rows"]))
+    print(f"load average before {report['load_average_before'][0]:.2f}, after {report['load_average_after'][0]:.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

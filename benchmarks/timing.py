@@ -1,0 +1,91 @@
+"""How the benchmark measures: wall time over interleaved warmed-up repeats, and the peak memory of one call.
+
+Time: every contender of a row runs once untimed (warm-up: oneDNN primitives, optimizer state, a
+DataLoader's first iterator), then the contenders run round-robin (A B C A B C ...) so that load from
+other processes drifts over all of them alike; each contender's figure is the median of its rounds.
+On CUDA the device is synchronised around each call.
+
+Memory: the peak of one call above what the process held when the call started. On CPU that is the
+peak resident set size: Linux resets its high-water mark (VmHWM) to the current RSS when "5" is
+written to /proc/self/clear_refs, so the mark after the call minus the RSS before it is what the
+call added at its peak (activations, autograd graph, gradients, optimizer state, loader copies). glibc
+keeps freed heap memory resident, which would let one contender reuse another's pages unseen, so the
+memory pass runs in a fresh process per row with MALLOC_MMAP_THRESHOLD_ fixed at 64 KiB: every
+tensor-sized block is then mapped on allocation and unmapped on free. On CUDA it is
+torch.cuda.max_memory_allocated minus the allocation at the start (tensors only, not the cache).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: The environment of the memory pass (see the module docstring).
+MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_times(
+    steps: dict[str, Callable[[], Any]], device: torch.device, budget_s: float, min_repeats: int, max_repeats: int
+) -> dict[str, list[float]]:
+    """Seconds per call of each step over round-robin rounds after one warm-up round: as many rounds as fit
+    in `budget_s` (judged by the warm-up round), clamped to [min_repeats, max_repeats]."""
+    start = time.perf_counter()
+    for step in steps.values():
+        step()
+    synchronize(device)
+    round_s = time.perf_counter() - start
+    repeats = max(min_repeats, min(max_repeats, int(budget_s / max(round_s, 1e-9))))
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _kib(field: str) -> int:
+    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
+
+
+def peak_rss_supported() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        _kib("VmHWM")
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def peak_memory_mib(step: Callable[[], Any], device: torch.device) -> float | None:
+    """MiB that one call of `step` added at its peak (see the module docstring); None where not measurable."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if not peak_rss_supported():
+        return None
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
+    before = _kib("VmRSS")
+    step()
+    return (_kib("VmHWM") - before) / 1024

@@ -1,0 +1,70 @@
+"""The benchmark runs end to end on tiny shapes (`--smoke`) and reports every row; no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+from benchmarks import run
+
+ROWS = {"protonet-train-16px", "protonet-eval-16px", "maml-1step-16px", "maml-5step-16px"}
+
+
+def check_row(row: dict) -> None:
+    roles = [c["role"] for c in row["contenders"].values()]
+    assert roles.count("limit") == 1 and roles.count("peer") == 1 and "ours" in roles, row["name"]
+    for label, c in row["contenders"].items():
+        if "skipped" in c:
+            assert c["role"] == "peer" and "pip install" in c["skipped"], (row["name"], label)
+            continue
+        assert c["repeats"] >= 1 and all(t > 0 for t in c["times_ms"]), (row["name"], label)
+        assert c["ms_per_episode"] > 0 and c["episodes_per_s"] > 0, (row["name"], label)
+    assert row["ratios"] and all(r > 0 for r in row["ratios"].values()), row["name"]
+
+
+def test_smoke_run_reports_every_row_with_positive_numbers(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    run.main(["--smoke", "--no-memory", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert {row["name"] for row in report["rows"]} == ROWS
+    for row in report["rows"]:
+        check_row(row)
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in ROWS) and "speed vs peer" in printed
+
+
+def test_peak_memory_comes_from_a_fresh_process_per_row(tmp_path):
+    out = tmp_path / "results.json"
+    run.main(["--smoke", "--rows", "protonet-train", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    measured = [c["peak_mib"] for c in row["contenders"].values() if "skipped" not in c]
+    assert measured and all(m is not None and m >= 0 for m in measured)
+
+
+def test_a_peer_that_does_not_import_is_reported_as_skipped(tmp_path):
+    # Shadow both peers with packages that fail to import, as a missing install would.
+    for name in ("easyfsl", "higher"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('no {name} here')\n")
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--no-memory", "--rows", "protonet-train", "maml-1step"]
+        + ["--threads", "1", "--out", str(out)],
+        cwd=REPO,
+        env={"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    skipped = {(row["name"], label): c for row in report["rows"] for label, c in row["contenders"].items()}
+    assert "no easyfsl here" in skipped["protonet-train-16px", "easyfsl"]["skipped"]
+    assert "no higher here" in skipped["maml-1step-16px", "higher 2nd order"]["skipped"]
+    for row in report["rows"]:
+        check_row(row)
+        assert not any(k.endswith("over peer") for k in row["ratios"])
+    assert "skipped" in done.stdout

@@ -1,0 +1,35 @@
+"""Conv-4's block order (conv - BN - maxpool - ReLU) gives the same numbers as the textbook conv - BN - ReLU - maxpool."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fewshot_exp.encoders import Conv4
+
+
+def textbook_features(encoder: Conv4, x: torch.Tensor, pooled_blocks: int | None) -> torch.Tensor:
+    """Each block as its nn.Sequential runs it: ReLU before the max-pool."""
+    if encoder.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for i, block in enumerate(encoder.layers):
+        x = block(x) if pooled_blocks is None or i < pooled_blocks else block[:-1](x)
+    return x
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("pooled_blocks", [None, 2])
+def test_pool_before_relu_gives_identical_outputs_and_gradients(channels_last, pooled_blocks):
+    torch.manual_seed(0)
+    encoder = Conv4(in_channels=3, hidden=8, out_channels=8, channels_last=channels_last)
+    x = torch.randn(6, 3, 20, 20)
+    results = []
+    for features in (encoder.features, lambda x, p: textbook_features(encoder, x, p)):
+        encoder.zero_grad()
+        out = features(x, pooled_blocks)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in encoder.parameters()]))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert torch.equal(out_a, out_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+    assert any(g.abs().sum() > 0 for g in grads_a)
