@@ -88,8 +88,8 @@ def plot_embedding(
                label=f"query misclassified ({int((~right).sum())})")  # fmt: skip
     p_y = e["prototype_labels"].long().numpy()
     ambiguous = e["prototype_ambiguous"].bool().numpy() if "prototype_ambiguous" in e else np.zeros(len(p_y), bool)
-    ax.scatter(*xy["prototypes"].T, s=110, marker="D", c=colors[p_y], edgecolors="k", linewidths=1.5,
-               label="prototype (class id; ? = ambiguous)")  # fmt: skip
+    what = "prototype (class id; ? = ambiguous)" if "prototype_ambiguous" in e else "prototype (class id)"
+    ax.scatter(*xy["prototypes"].T, s=110, marker="D", c=colors[p_y], edgecolors="k", linewidths=1.5, label=what)
     for (px, py), label, amb in zip(xy["prototypes"], p_y, ambiguous):
         ax.annotate(f"{label}{'?' if amb else ''}", (px, py), xytext=(5, 5), textcoords="offset points",
                     fontsize=9, fontweight="bold")  # fmt: skip
@@ -185,13 +185,17 @@ def prototype_report(algorithm: Any, sampler: EpisodeSampler, run_dir: Path, nam
         report["switched"], report["classes_without_prototype"], report["classes"],
         100 * report["zero_weight_fraction"], name,
     )  # fmt: skip
-    tracker.summary({f"{name}/{k}": v for k, v in report.items() if isinstance(v, (int, float))})
+    if tracker is not None:
+        tracker.summary({f"{name}/{k}": v for k, v in report.items() if isinstance(v, (int, float))})
     return report
 
 
-def end_of_run(algorithm: FewShotAlgorithm, test: EpisodeSampler, cfg: Any, run_dir: Path, tracker: Any) -> None:
+def end_of_run(
+    algorithm: FewShotAlgorithm, test: EpisodeSampler, cfg: Any, run_dir: Path, tracker: Any | None = None
+) -> None:
     """What run.py calls after the test: the multi-prototype report (when the algorithm has one) and, with
-    `viz=true`, the plots (PNG in the run dir, images in W&B)."""
+    `viz=true`, the plots (PNG in the run dir, images in W&B through the tracker, if any).
+    benchmarks/viz_run.py calls it on a finished run."""
     sampler = viz_sampler(test, cfg.seed)
     episode = sampler.sample()  # the plotted episode: the same for every algorithm with the same seed
     name = str(cfg.algorithm._target_).rsplit(".", 2)[-2]  # the module: multiproto, protonet, ...
@@ -200,5 +204,6 @@ def end_of_run(algorithm: FewShotAlgorithm, test: EpisodeSampler, cfg: Any, run_
     if cfg.viz:
         method = getattr(cfg.viz_projection, "value", cfg.viz_projection)
         images = render(algorithm, episode, run_dir, method, f"{name}: ")
-        tracker.log_images(images, cfg.train.episodes)
+        if tracker is not None:
+            tracker.log_images(images, cfg.train.episodes)
         log.info("plots: %s", ", ".join(str(p) for p in images.values()))
