@@ -94,7 +94,8 @@ def plot_embedding(
         ax.annotate(f"{label}{'?' if amb else ''}", (px, py), xytext=(5, 5), textcoords="offset points",
                     fontsize=9, fontweight="bold")  # fmt: skip
     acc = right.mean() if len(right) else float("nan")
-    ax.set_title(f"{title}{method.upper()} of one test episode; query accuracy {acc:.0%}", fontsize=10)
+    name = {"pca": "PCA", "tsne": "t-SNE"}[method]
+    ax.set_title(f"{title}{name} of one test episode; query accuracy {acc:.0%}", fontsize=10)
     ax.legend(fontsize=7, loc="best", framealpha=0.8)
     ax.set_xticks([])
     ax.set_yticks([])
