@@ -9,7 +9,8 @@ from hydra.utils import instantiate
 
 from fewshot_exp.algorithms.base import FewShotAlgorithm
 from fewshot_exp.config import train_shape
-from fewshot_exp.data import DATASETS
+from fewshot_exp.data import load_dataset
+from fewshot_exp.data.augment import Normalize, build_augment
 from fewshot_exp.data.episodes import EpisodeSampler, check_shape
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.distances import Distance
@@ -25,7 +26,12 @@ def select_device(name: str) -> torch.device:
 
 
 def load_splits(cfg: Any, device: torch.device) -> Splits:
-    splits = DATASETS[cfg.dataset.name](cfg.dataset)
+    """The dataset's splits on the device; with `eval.dataset` the test split is that set's classes."""
+    splits = load_dataset(cfg.dataset)
+    if cfg.eval.dataset is not None:
+        from fewshot_exp.data.crossdomain import cross_domain_test
+
+        splits = Splits(splits.train, splits.val, cross_domain_test(cfg, splits.train))
     check_episode_shapes(cfg, splits)
     return splits.to(device)
 
@@ -39,17 +45,21 @@ def check_episode_shapes(cfg: Any, splits: Splits) -> None:
 
 
 def samplers(cfg: Any, splits: Splits, seed: int) -> dict[str, EpisodeSampler]:
-    """Train, validation and test samplers with independent generators (seed, seed+1, seed+2)."""
+    """Train, validation and test samplers with independent generators (seed, seed+1, seed+2). Training
+    episodes are augmented (`dataset.augment`); all are normalised with the training split's statistics
+    (`dataset.normalize`)."""
     device = splits.train.images.device
     t, e = train_shape(cfg), cfg.episode
+    norm = Normalize.of(splits.train) if cfg.dataset.normalize else None
+    augment = build_augment(cfg.dataset.augment)
 
     def gen(offset: int) -> torch.Generator:
         return torch.Generator(device=device).manual_seed(seed + offset)
 
     return {
-        "train": EpisodeSampler(splits.train, t.n_way, t.k_shot, t.n_query, t.tasks, gen(0), "train"),
-        "val": EpisodeSampler(splits.val, e.n_way, e.k_shot, e.n_query, e.tasks, gen(1), "validation"),
-        "test": EpisodeSampler(splits.test, e.n_way, e.k_shot, e.n_query, e.tasks, gen(2), "test"),
+        "train": EpisodeSampler(splits.train, t.n_way, t.k_shot, t.n_query, t.tasks, gen(0), "train", augment, norm),
+        "val": EpisodeSampler(splits.val, e.n_way, e.k_shot, e.n_query, e.tasks, gen(1), "validation", None, norm),
+        "test": EpisodeSampler(splits.test, e.n_way, e.k_shot, e.n_query, e.tasks, gen(2), "test", None, norm),
     }
 
 

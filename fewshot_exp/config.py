@@ -38,27 +38,130 @@ class LoggerMode(Enum):
 
 
 @dataclass
+class AugmentConfig:
+    """Random augmentation of training episodes (fewshot_exp/data/augment.py); the identity where unset."""
+
+    enabled: bool = False
+    crop_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random resized crop: area fraction
+    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # ... and aspect ratio range
+    flip: bool = False  # horizontal flip with probability 1/2
+    brightness: float = 0.0  # colour jitter: factors drawn from [1 - b, 1 + b]
+    contrast: float = 0.0
+    saturation: float = 0.0
+    rotate: float = 0.0  # small affine: rotation in [-rotate, rotate] degrees
+    translate: float = 0.0  # ... shift up to this fraction of the image size
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # ... zoom range
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING
     root: str | None = None
     image_size: int = 28
+    normalize: bool = False  # subtract the training split's per-channel mean and divide by its std
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class AlphabetDatasetConfig(DatasetConfig):
+    """Character datasets split by alphabet (glyphs, omniglot)."""
+
     val_alphabets: int = 2  # background alphabets held out for validation (hyperparameters, best checkpoint)
     rotation_classes: bool = False  # add 90/180/270-degree rotations of training classes as new classes
 
 
 @dataclass
-class GlyphsConfig(DatasetConfig):
+class GlyphsConfig(AlphabetDatasetConfig):
     name: str = "glyphs"
     renderings: int = 20  # images per character
     generator_seed: int = 0  # the dataset is a pure function of its settings
 
 
 @dataclass
-class OmniglotConfig(DatasetConfig):
+class OmniglotConfig(AlphabetDatasetConfig):
     name: str = "omniglot"
     background: Background = Background.full
     rotation_classes: bool = True
     download: bool = False
+
+
+@dataclass
+class CifarFSConfig(DatasetConfig):
+    """CIFAR-100 split by class (Bertinetto et al. 2019), from torchvision's CIFAR-100 files."""
+
+    name: str = "cifar_fs"
+    image_size: int = 32
+    normalize: bool = True
+    download: bool = False
+
+
+@dataclass
+class FC100Config(CifarFSConfig):
+    """CIFAR-100 split by superclass (Oreshkin et al. 2018)."""
+
+    name: str = "fc100"
+
+
+@dataclass
+class Cifar100RandomConfig(CifarFSConfig):
+    """CIFAR-100 classes split at random."""
+
+    name: str = "cifar100_random"
+    split_seed: int = 0
+    split_classes: list[int] = field(default_factory=lambda: [80, 10, 10])  # train/val/test classes
+
+
+@dataclass
+class MiniImageNetConfig(DatasetConfig):
+    """mini-ImageNet, Ravi & Larochelle split, from the pickled cache or images + CSVs."""
+
+    name: str = "miniimagenet"
+    image_size: int = 84
+    normalize: bool = True
+
+
+@dataclass
+class SplitFiles:
+    """Text files naming the classes of each split, one per line (relative to dataset.root, or absolute)."""
+
+    train: str = MISSING
+    val: str = MISSING
+    test: str = MISSING
+
+
+@dataclass
+class FolderConfig(DatasetConfig):
+    """A directory of class folders, split by class."""
+
+    name: str = "folder"
+    channels: int = 3
+    normalize: bool = True
+    split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])  # class fractions train/val/test
+    split_seed: int = 0
+    split_files: SplitFiles | None = None  # lists of classes; replaces `split` when set
+
+
+class SvhnSplit(Enum):
+    train = "train"
+    test = "test"
+    extra = "extra"
+
+
+@dataclass
+class SvhnConfig(DatasetConfig):
+    """SVHN digits, a cross-domain test set (eval.dataset=svhn)."""
+
+    name: str = "svhn"
+    image_size: int = 32
+    split: SvhnSplit = SvhnSplit.test  # which .mat file
+    download: bool = False
+
+
+@dataclass
+class DigitsConfig(DatasetConfig):
+    """scikit-learn's bundled 8x8 digits, a cross-domain test set (eval.dataset=digits)."""
+
+    name: str = "digits"
 
 
 @dataclass
@@ -277,6 +380,8 @@ class EvalConfig:
     episodes: int = 1000
     batch_images: int = 4096  # images per forward pass when evaluating many episodes at once
     lake_runs: str | None = None  # dir of Omniglot one-shot runs (run01..run20) to report test/lake_error
+    dataset: str | None = None  # a cross-domain test set (conf/dataset/<name>.yaml), all its classes; None = dataset's
+    dataset_root: str | None = None  # its dataset.root
 
 
 @dataclass
@@ -310,7 +415,17 @@ class Config:
 
 # The schema each YAML of a group names in its defaults list as `base_<name>`.
 SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {"glyphs": GlyphsConfig, "omniglot": OmniglotConfig},
+    "dataset": {
+        "glyphs": GlyphsConfig,
+        "omniglot": OmniglotConfig,
+        "cifar_fs": CifarFSConfig,
+        "fc100": FC100Config,
+        "cifar100_random": Cifar100RandomConfig,
+        "miniimagenet": MiniImageNetConfig,
+        "folder": FolderConfig,
+        "svhn": SvhnConfig,
+        "digits": DigitsConfig,
+    },
     "encoder": {"conv4": Conv4Config, "resnet12": ResNet12Config, "torchvision": TorchvisionConfig},
     "algorithm": {
         "protonet": ProtoNetConfig,
@@ -369,7 +484,9 @@ def validate(cfg: Any) -> None:
     _positive("eval.episodes", cfg.eval.episodes)
     _positive("eval.batch_images", cfg.eval.batch_images)
     _positive("dataset.image_size", cfg.dataset.image_size)
-    if cfg.dataset.val_alphabets < 1:
+    if cfg.eval.dataset is not None and cfg.eval.dataset not in SCHEMAS["dataset"]:
+        raise UserError(f"eval.dataset={cfg.eval.dataset} is not one of {', '.join(SCHEMAS['dataset'])}")
+    if cfg.dataset.get("val_alphabets", 1) < 1:
         raise UserError(f"dataset.val_alphabets must be at least 1, got {cfg.dataset.val_alphabets}")
     if cfg.distance.name not in ("l2", "cosine", "dot"):
         raise UserError(f"distance.name must be one of l2, cosine, dot, got {cfg.distance.name!r}")

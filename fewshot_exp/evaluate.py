@@ -7,6 +7,7 @@ with the encoder in eval mode each task's result is independent of the others in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -56,8 +57,12 @@ def evaluate(algorithm: FewShotAlgorithm, sampler: EpisodeSampler, episodes: int
     return Accuracy(mean, ci95, episodes, float(torch.cat(losses).mean()))
 
 
-def lake_runs_error(algorithm: FewShotAlgorithm, runs: list, device: torch.device) -> dict[str, float]:
-    """Percent error of 20-way one-shot classification on each official Omniglot run, and their mean."""
+def lake_runs_error(
+    algorithm: FewShotAlgorithm, runs: list, device: torch.device, normalize: Callable | None = None
+) -> dict[str, float]:
+    """Percent error of 20-way one-shot classification on each official Omniglot run, and their mean
+    (images normalised by `normalize`, the episodes' normalisation, when given)."""
+    prepare = normalize or (lambda x: x)
     was_training = algorithm.training
     algorithm.eval()
     errors = {}
@@ -65,9 +70,9 @@ def lake_runs_error(algorithm: FewShotAlgorithm, runs: list, device: torch.devic
         for run in runs:
             n = run.support.shape[0]
             episode = Episode(
-                support_x=to_float(run.support.to(device))[None],
+                support_x=prepare(to_float(run.support.to(device)))[None],
                 support_y=torch.arange(n, device=device)[None],
-                query_x=to_float(run.query.to(device))[None],
+                query_x=prepare(to_float(run.query.to(device)))[None],
                 query_y=run.query_labels.to(device)[None],
                 n_way=n,
             )

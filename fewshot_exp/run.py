@@ -139,7 +139,7 @@ def run_experiment(
             "train/k_shot": t.k_shot,
         }
         if lake_runs is not None:
-            results.update(lake_runs_error(algorithm, lake_runs, device))
+            results.update(lake_runs_error(algorithm, lake_runs, device, episode_samplers["test"].normalize))
         tracker.log({k: v for k, v in results.items() if k.startswith("test/")}, cfg.train.episodes)
         tracker.summary(results)
         write_atomically(run_dir / "results.json", json.dumps(results, indent=2) + "\n")

@@ -76,6 +76,17 @@ CATALOGUE = [
     (["dataset.root={file}"], "{file}"),
     (["eval.lake_runs=/no/such/runs"], "/no/such/runs"),
     (["eval.lake_runs={empty}"], "no one-shot runs"),
+    # image datasets and cross-domain test sets
+    (["dataset=cifar_fs", "dataset.root={empty}"], "cifar-100-python/train not found"),
+    (["dataset=miniimagenet", "dataset.root={empty}"], "expected mini-imagenet-cache-train.pkl"),
+    (["dataset=folder", "dataset.root={empty}"], "no class folders with images"),
+    (["dataset=folder", "dataset.root={empty}", "dataset.split=[0.7,0.2,0.2]"], "summing to 1, got [0.7, 0.2, 0.2]"),
+    (["dataset=cifar100_random", "dataset.root={empty}", "dataset.split_classes=[80,10,5]"], "summing to 100"),
+    (["dataset=svhn"], "dataset=svhn is a cross-domain test set"),
+    (["eval.dataset=svhn", "eval.dataset_root={empty}"], "test_32x32.mat not found"),
+    (["eval.dataset=nosuch"], "eval.dataset=nosuch is not one of"),
+    (["eval.dataset=digits", "episode.n_way=12"], "n_way=12 is more than the 10 classes of the test split"),
+    (["dataset.augment.enabled=true", "dataset.augment.scale=[1.2,0.9]"], "dataset.augment.scale must be [min, max]"),
     # runs and checkpoints
     (["hydra.run.dir={run}"], "already holds a run (last.pt): pass resume=true"),
     (["resume=/no/such/run"], "resume=/no/such/run: not a run dir"),

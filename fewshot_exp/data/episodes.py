@@ -1,11 +1,14 @@
 """Episodes and the episode sampler: N classes, K support + Q query images per class, T tasks.
 
 Sampling is vectorised over tasks and classes (no per-image Python work) and drawn from a
-`torch.Generator` seeded by the run, so the same seed gives the same episodes.
+`torch.Generator` seeded by the run, so the same seed gives the same episodes. A sampler may
+augment its images (training episodes; random numbers from the same generator) and normalise them
+(`fewshot_exp/data/augment.py`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -58,10 +61,13 @@ class EpisodeSampler:
         tasks: int,
         generator: torch.Generator,
         split_name: str = "",
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         check_shape(split, split_name or "data", n_way, k_shot, n_query)
         self.split, self.n_way, self.k_shot, self.n_query, self.tasks = split, n_way, k_shot, n_query, tasks
         self.generator = generator
+        self.augment, self.normalize = augment, normalize  # [B, C, H, W] floats in [0, 1] -> same shape
         self._max_count = int(split.counts.max())
         self._pad = torch.arange(self._max_count, device=split.images.device)  # [M]
 
@@ -79,7 +85,7 @@ class EpisodeSampler:
         keys = keys.masked_fill(self._pad >= counts[..., None], 2.0)
         within = keys.argsort(2)[..., : k + q]  # [T, N, K+Q]
         index = split.offsets[classes][..., None] + within  # [T, N, K+Q]
-        x = to_float(split.images[index])  # [T, N, K+Q, C, H, W]
+        x = self.prepare(to_float(split.images[index]))  # [T, N, K+Q, C, H, W]
         labels = torch.arange(n, device=device).view(1, n, 1)
         y = labels.expand(tasks, n, k + q)
         return Episode(
@@ -89,3 +95,14 @@ class EpisodeSampler:
             query_y=y[:, :, k:].flatten(1, 2),
             n_way=n,
         )
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Augment (with this sampler's generator) and normalise images [..., C, H, W] in [0, 1]."""
+        if self.augment is None and self.normalize is None:
+            return x
+        flat = x.flatten(0, -4)
+        if self.augment is not None:
+            flat = self.augment(flat, self.generator)
+        if self.normalize is not None:
+            flat = self.normalize(flat)
+        return flat.view(x.shape)
