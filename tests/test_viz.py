@@ -13,6 +13,8 @@ import torch
 from conftest import random_imageset, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
+from test_algorithm_contract import ALGORITHMS, make
+from test_algorithm_contract import episode as contract_episode
 from wandb_records import logged_run
 
 from fewshot_exp.algorithms.hallucination import Hallucination
@@ -98,3 +100,15 @@ def test_pca_projection_keeps_the_main_direction():
 def test_tsne_without_scikit_learn_is_a_clear_error():
     with pytest.raises(UserError, match="viz_projection=tsne needs scikit-learn"):
         project(torch.randn(10, 4), "tsne")
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_every_algorithm_explains_and_renders(name, tmp_path):
+    algorithm = make(name)
+    ep = contract_episode(tasks=1)
+    e = algorithm.eval().explain(ep)
+    assert e["support"].shape[:2] == (1, 8) and e["query"].shape[:2] == (1, 12) and e["logits"].shape == (1, 12, 4)
+    assert e["prototypes"].shape[:2] == e["prototype_labels"].shape
+    assert e["prototypes"].shape[-1] == e["support"].shape[-1]
+    paths = render(algorithm, ep, tmp_path, "pca", f"{name}: ")
+    assert all(p.is_file() and p.stat().st_size > 10_000 for p in paths.values())
