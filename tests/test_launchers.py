@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, cli_env, run_cli
 
 TINY = ["train.val_every=10", "train.log_every=5", "train.val_episodes=10", "eval.episodes=20", "logger=none"]
@@ -93,3 +94,19 @@ def test_submitit_requeue_continues_from_the_jobs_own_checkpoint(glyphs_root, tm
     assert plain.returncode == 0, plain.stderr[-3000:]
     expected = json.loads((tmp_path / "uninterrupted" / "results.json").read_text())
     assert json.loads((job_dir / "results.json").read_text()) == expected
+
+
+@pytest.mark.slow
+def test_optuna_sweeper_maximises_the_validation_accuracy_the_jobs_return(glyphs_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "hparams_search=protonet_optuna", "hydra.sweeper.n_trials=3", "train.episodes=10", *TINY,
+        f"dataset.root={glyphs_root}", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = results(sweep)
+    assert len(trials) == 3
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(r["val/best_acc"] for r in trials.values())
+    assert set(best["best_params"]) == {"train.lr", "train.lr_gamma", "distance"}
+    assert 1e-4 <= best["best_params"]["train.lr"] <= 1e-2
