@@ -17,6 +17,7 @@ from fewshot_exp.checkpoint import load_checkpoint, remove_partial_writes
 from fewshot_exp.config import train_shape, validate
 from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import evaluate, lake_runs_error
+from fewshot_exp.scheduler import is_requeue
 from fewshot_exp.tracking import Tracker
 from fewshot_exp.train import train
 
@@ -74,6 +75,11 @@ def resume_state(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any
     """The last.pt state to continue from, None to start afresh; refuses to overwrite another run's checkpoints."""
     last = run_dir / "last.pt"
     remove_partial_writes(run_dir)
+    if not cfg.resume and last.exists():
+        state = load_checkpoint(last, map_location=device)
+        if is_requeue(state, finished=(run_dir / "results.json").exists()):
+            log.info("requeued job %s: continuing its run", state["job_id"])
+            return checked_resume(cfg, last, state)
     if not cfg.resume:
         if last.exists():
             raise UserError(
@@ -84,14 +90,18 @@ def resume_state(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any
     if not last.exists():
         log.info("resume=true but %s has no last.pt yet: starting from the beginning", run_dir)
         return None
-    state = load_checkpoint(last, map_location=device)
+    return checked_resume(cfg, last, load_checkpoint(last, map_location=device))
+
+
+def checked_resume(cfg: Any, last: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """`state` (read from `last`) if its config matches the run's, else a UserError naming the differences."""
     differences = config_differences(cfg, state["config"])
     if differences:
         raise UserError(
             f"cannot resume {last}: the config differs from the checkpoint's in "
             f"{', '.join(differences[:5])}{' ...' if len(differences) > 5 else ''}"
         )
-    log.info("resuming %s at episode %d", run_dir, state["progress"]["episode"])
+    log.info("resuming %s at episode %d", last.parent, state["progress"]["episode"])
     return state
 
 

@@ -3,9 +3,9 @@
 Every `train.log_every` episodes the running loss/accuracy go to the tracker (the only host
 syncs in the loop); every `train.val_every` episodes the model is evaluated on the same
 validation episodes and the best one is checkpointed as `best.pt`. Every
-`train.checkpoint_every` episodes, at the end, and when the process gets SIGTERM or SIGINT,
+`train.checkpoint_every` episodes, at the end, and when the process gets SIGTERM, SIGINT or SIGUSR2,
 `last.pt` holds everything needed to continue bit for bit: model, optimizer, LR schedule, the
-episode counter, the running averages, the best validation score, the W&B run id and every
+episode counter, the running averages, the best validation score, the W&B run id, the scheduler's job id and every
 random state (Python, torch CPU and CUDA, the training sampler's generator).
 """
 
@@ -28,6 +28,7 @@ from fewshot_exp.algorithms.base import FewShotAlgorithm
 from fewshot_exp.checkpoint import save_checkpoint
 from fewshot_exp.data.episodes import Episode, EpisodeSampler
 from fewshot_exp.evaluate import evaluate
+from fewshot_exp.scheduler import REQUEUE_SIGNAL, hand_over, job_id
 from fewshot_exp.tracking import Tracker
 
 
@@ -97,18 +98,22 @@ def set_rng_state(state: dict[str, Any], sampler: EpisodeSampler) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, REQUEUE_SIGNAL)
+
+
 @contextmanager
-def stop_requests() -> Iterator[list[int]]:
-    """Collect SIGTERM/SIGINT instead of dying at once, so the loop can checkpoint and stop cleanly."""
+def stop_requests() -> Iterator[tuple[list[int], dict[int, Any]]]:
+    """Collect SIGTERM/SIGINT (and SIGUSR2, a scheduler's warning before a timeout or preemption) instead of
+    dying at once, so the loop can checkpoint and stop cleanly; yields them and the handlers they replaced."""
     received: list[int] = []
     previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         try:
             previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
         except ValueError:  # not the main thread (some launchers): keep the default behaviour
             pass
     try:
-        yield received
+        yield received, previous
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -145,6 +150,7 @@ def train(
                 "progress": vars(progress).copy(),
                 "rng": rng_state(samplers["train"]),
                 "wandb_run_id": tracker.run_id,
+                "job_id": job_id(),  # a requeued job finds its own checkpoint by it
                 "config": OmegaConf.to_yaml(cfg),
             },
         )
@@ -158,7 +164,7 @@ def train(
         desc="train",
         dynamic_ncols=True,
     )
-    with stop_requests() as stop:
+    with stop_requests() as (stop, replaced):
         for step in bar:
             episode = samplers["train"].sample()
             loss, logits = training_step(algorithm, episode, optimizer, device, tc.amp)
@@ -185,6 +191,7 @@ def train(
                 check_finite(float(progress.running[0]) / max(progress.since_log, 1), step, tc.lr)
                 checkpoint("last.pt")
             if stop:
+                hand_over(stop[0], replaced.get(stop[0]))  # submitit requeues the job and exits
                 raise Interrupted(
                     f"stopped by signal {signal.Signals(stop[0]).name} at episode {step} after writing "
                     f"{run_dir / 'last.pt'}; continue with resume={run_dir}"
