@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -157,17 +158,35 @@ def plot_gallery(episode: Episode, logits: torch.Tensor, path: Path, title: str 
 
 
 def viz_sampler(test: EpisodeSampler, seed: int) -> EpisodeSampler:
-    """A one-task sampler over the test split with its own generator."""
+    """A one-task sampler over the test split with its own generator, of raw images in [0, 1]."""
     generator = torch.Generator(device=test.split.images.device).manual_seed(seed + 3)
     return EpisodeSampler(test.split, test.n_way, test.k_shot, test.n_query, 1, generator, "test")
 
 
-def render(algorithm: FewShotAlgorithm, episode: Episode, run_dir: Path, method: str, title: str) -> dict[str, Path]:
-    """Both plots of one episode into the run dir."""
+def normalized(episode: Episode, normalize: Callable[[torch.Tensor], torch.Tensor] | None) -> Episode:
+    """The episode as the model sees it: images normalised like the test sampler's (if it normalises)."""
+    if normalize is None:
+        return episode
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return normalize(x.flatten(0, 1)).view(x.shape)
+
+    return Episode(f(episode.support_x), episode.support_y, f(episode.query_x), episode.query_y, episode.n_way)
+
+
+def render(
+    algorithm: FewShotAlgorithm,
+    episode: Episode,
+    run_dir: Path,
+    method: str,
+    title: str,
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, Path]:
+    """Both plots of one episode (raw images in [0, 1]; `normalize` turns them into the model's input)."""
     was_training = algorithm.training
     algorithm.eval()
     with torch.no_grad():
-        explained = algorithm.explain(episode)
+        explained = algorithm.explain(normalized(episode, normalize))
     algorithm.train(was_training)
     return {
         "viz/embedding": plot_embedding(explained, episode, Path(run_dir) / "embedding.png", method, title),
@@ -175,9 +194,11 @@ def render(algorithm: FewShotAlgorithm, episode: Episode, run_dir: Path, method:
     }
 
 
-def prototype_report(algorithm: Any, sampler: EpisodeSampler, run_dir: Path, name: str, tracker: Any) -> dict:
-    """The prototype-to-class mapping over REPORT_EPISODES test episodes -> <name>.json, a log line, W&B summary."""
-    report = algorithm.mapping_report([sampler.sample() for _ in range(REPORT_EPISODES)])
+def prototype_report(
+    algorithm: Any, episodes: list[Episode], run_dir: Path, name: str, tracker: Any | None = None
+) -> dict:
+    """The prototype-to-class mapping over some test episodes -> <name>.json, a log line, W&B summary."""
+    report = algorithm.mapping_report(episodes)
     (Path(run_dir) / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info(
         "prototype->class mapping over %d test episodes: %d prototypes, %d ambiguous (%.1f%%), %d changed class, "
@@ -198,13 +219,15 @@ def end_of_run(
     `viz=true`, the plots (PNG in the run dir, images in W&B through the tracker, if any).
     benchmarks/viz_run.py calls it on a finished run."""
     sampler = viz_sampler(test, cfg.seed)
+    normalize = getattr(test, "normalize", None)
     episode = sampler.sample()  # the plotted episode: the same for every algorithm with the same seed
     name = str(cfg.algorithm._target_).rsplit(".", 2)[-2]  # the module: multiproto, protonet, ...
     if hasattr(algorithm, "mapping_report"):
-        prototype_report(algorithm, sampler, run_dir, name, tracker)
+        episodes = [normalized(sampler.sample(), normalize) for _ in range(REPORT_EPISODES)]
+        prototype_report(algorithm, episodes, run_dir, name, tracker)
     if cfg.viz:
         method = getattr(cfg.viz_projection, "value", cfg.viz_projection)
-        images = render(algorithm, episode, run_dir, method, f"{name}: ")
+        images = render(algorithm, episode, run_dir, method, f"{name}: ", normalize)
         if tracker is not None:
             tracker.log_images(images, cfg.train.episodes)
         log.info("plots: %s", ", ".join(str(p) for p in images.values()))

@@ -22,7 +22,7 @@ from fewshot_exp.data.episodes import EpisodeSampler
 from fewshot_exp.distances import Distance
 from fewshot_exp.encoders import Conv4
 from fewshot_exp.errors import UserError
-from fewshot_exp.viz import end_of_run, project, render
+from fewshot_exp.viz import end_of_run, normalized, project, render
 
 TINY = ["train.episodes=6", "train.val_every=3", "train.log_every=3", "train.val_episodes=5", "eval.episodes=10"]
 
@@ -112,3 +112,16 @@ def test_every_algorithm_explains_and_renders(name, tmp_path):
     assert e["prototypes"].shape[-1] == e["support"].shape[-1]
     paths = render(algorithm, ep, tmp_path, "pca", f"{name}: ")
     assert all(p.is_file() and p.stat().st_size > 10_000 for p in paths.values())
+
+
+def test_normalised_datasets_feed_the_model_normalised_images(tmp_path):
+    algorithm, sampler = hallucination_episode(tmp_path)
+    raw = sampler.sample()
+    ep = normalized(raw, lambda x: (x - 0.5) / 0.25)
+    torch.testing.assert_close(ep.query_x, (raw.query_x - 0.5) / 0.25)
+    assert normalized(raw, None) is raw
+    seen = []
+    algorithm.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    render(algorithm, raw, tmp_path, "pca", "", lambda x: (x - 0.5) / 0.25)
+    n_support = ep.support_x.shape[1]
+    assert seen and torch.equal(seen[0][:n_support], ep.support_x[0])  # the encoder got normalised images
