@@ -77,7 +77,12 @@ def main(cfg: DictConfig) -> float:
     name = hc.job.override_dirname or cfg.experiment_name
     run_dir = Path(hc.runtime.output_dir)
     try:
-        results = run_experiment(cfg, run_dir, name=name, group=group, choices=dict(hc.runtime.choices))
+        if cfg.eval_only:
+            from fewshot_exp.shot_curve import run_shot_curve
+
+            results = run_shot_curve(cfg, run_dir, name, group, dict(hc.runtime.choices))
+        else:
+            results = run_experiment(cfg, run_dir, name=name, group=group, choices=dict(hc.runtime.choices))
     except Exception as e:
         if isinstance(e, Interrupted):  # a signal stops the whole sweep, not just this job
             print(f"stopped: {e}", file=sys.stderr)
@@ -89,6 +94,11 @@ def main(cfg: DictConfig) -> float:
         if isinstance(e, USER_ERRORS):  # reported here, or Hydra adds its own "Error executing job" line
             exit_with(e)
         raise
+    if "curve" in results:
+        for p in results["curve"]:
+            print(f"{p['n_way']}-way {p['k_shot']}-shot: {100 * p['acc']:.2f}% ± {100 * p['ci95']:.2f}%")
+        print(f"run dir: {hc.runtime.output_dir}")
+        return results["curve"][0]["acc"]
     print(
         f"test accuracy: {100 * results['test/acc']:.2f}% ± {100 * results['test/acc_ci95']:.2f}% "
         f"(95% CI over {results['test/episodes']} episodes, {cfg.episode.n_way}-way {cfg.episode.k_shot}-shot)"

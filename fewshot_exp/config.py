@@ -382,6 +382,8 @@ class EvalConfig:
     lake_runs: str | None = None  # dir of Omniglot one-shot runs (run01..run20) to report test/lake_error
     dataset: str | None = None  # a cross-domain test set (conf/dataset/<name>.yaml), all its classes; None = dataset's
     dataset_root: str | None = None  # its dataset.root
+    k_shots: list[int] | None = None  # eval_only: the k_shot of each point of the test-shot curve; None = episode's
+    n_ways: list[int] | None = None  # eval_only: the n_way values; None = episode's
 
 
 @dataclass
@@ -409,6 +411,8 @@ class Config:
     device: Device = Device.auto
     deterministic: bool = False  # torch.use_deterministic_algorithms + cuDNN flags (for GPU runs)
     resume: bool = False  # continue from last.pt in the run dir (`resume=<run dir>` picks the dir)
+    eval_only: bool = False  # evaluate `checkpoint` at eval.n_ways x eval.k_shots, no training (shot_curve.py)
+    checkpoint: str | None = None  # a .pt file or a run dir (its best.pt), for eval_only
     viz: bool = False  # at the end: embedding plot and episode gallery (PNG in the run dir and W&B), see viz.py
     viz_projection: Projection = Projection.pca  # 2-D projection of the embedding plot
 

@@ -6,7 +6,8 @@ distance, n_way, k_shot, other swept keys). Runs that differ only in `seed` are 
 column is then the mean of their CIs and `runs` counts them). Prints the table as markdown and
 writes `report.md`, `report.csv` and `acc_vs_shots.png` (one panel per dataset and n_way, one line
 per algorithm, the CI as a band) into `--out` (default: the first dir). Runs without results.json
-are listed as failed.
+are listed as failed. An `eval_only=true` run (a test-shot curve of one checkpoint) gives one row per
+(n_way, k_shot) it evaluated. `--wandb` logs the table and the plot to W&B as a run of the sweep's group.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ NOT_SWEPT = {
     "logger",
     "logger.mode",
     "experiment",
+    "eval_only",
+    "eval.episodes",
+    "episode.n_query",
 }
 
 
@@ -44,7 +48,8 @@ def find_runs(dirs: list[Path]) -> list[Path]:
     return sorted({p.parent.parent for d in dirs for p in Path(d).rglob(".hydra/config.yaml")})
 
 
-def read_run(run_dir: Path) -> dict:
+def read_run(run_dir: Path) -> list[dict]:
+    """The run's rows: one for a trained run (or a failed one), one per point for an eval_only shot curve."""
     hydra = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     choices = hydra.runtime.choices
@@ -60,23 +65,30 @@ def read_run(run_dir: Path) -> dict:
         **{k: v for k, v in overrides.items() if k.lstrip("+~") not in NOT_SWEPT},
     }
     results_file = run_dir / "results.json"
-    if results_file.is_file():
-        results = json.loads(results_file.read_text())
-        row.update(
-            acc=results["test/acc"],
-            ci95=results["test/acc_ci95"],
-            episodes=results["test/episodes"],
-            lake_error=results.get("test/lake_error"),
-        )
-    else:
+    if not results_file.is_file():
         error = run_dir / "error.txt"
-        row["failed"] = error.read_text().strip() if error.is_file() else "no results.json"
-    return row
+        return [{**row, "failed": error.read_text().strip() if error.is_file() else "no results.json"}]
+    results = json.loads(results_file.read_text())
+    if "curve" in results:  # the model is the checkpoint's: its dataset, algorithm and training shape
+        model = {k: v for k, v in results["model"].items() if k in ("dataset", "algorithm", "distance", "checkpoint")}
+        row = {k: v for k, v in row.items() if k not in ("eval.k_shots", "eval.n_ways", "checkpoint")}
+        return [
+            {**row, **model, "n_way": p["n_way"], "k_shot": p["k_shot"], "acc": p["acc"], "ci95": p["ci95"],
+             "episodes": p["episodes"], "lake_error": None}
+            for p in results["curve"]
+        ]  # fmt: skip
+    row.update(
+        acc=results["test/acc"],
+        ci95=results["test/acc_ci95"],
+        episodes=results["test/episodes"],
+        lake_error=results.get("test/lake_error"),
+    )
+    return [row]
 
 
 def runs_table(dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per configuration, averaged over seeds; the failed runs)."""
-    rows = pd.DataFrame([read_run(r) for r in find_runs(dirs)])
+    rows = pd.DataFrame([row for r in find_runs(dirs) for row in read_run(r)])
     if rows.empty:
         return rows, rows
     failed = rows[rows["failed"].notna()] if "failed" in rows else rows.iloc[:0]
@@ -139,10 +151,36 @@ def plot_acc_vs_shots(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def wandb_group(dirs: list[Path]) -> str:
+    """The runs' W&B group: `logger.group` if the first run set one, else the sweep dir's name (as the runs)."""
+    runs = find_runs(dirs)
+    group = OmegaConf.load(runs[0] / ".hydra" / "config.yaml").logger.get("group") if runs else None
+    return group or Path(dirs[0]).resolve().name
+
+
+def to_wandb(table: pd.DataFrame, plot: Path | None, out: Path, group: str, project: str) -> str | None:
+    """The table and the plot as a W&B run of job type `report` in the runs' group; returns its id."""
+    from types import SimpleNamespace
+
+    from fewshot_exp.tracking import Tracker
+
+    logger = SimpleNamespace(name="wandb", project=project, entity=None, mode=SimpleNamespace(value="auto"))
+    tracker = Tracker(out, logger, name=f"report:{group}", group=group, config={"job_type": "report"}, tags=["report"])
+    tracker.log_table("report/table", table, step=0)
+    if plot is not None:
+        tracker.log_images({"report/acc_vs_shots": plot}, step=0)
+    run_id = tracker.run_id
+    tracker.finish()
+    return run_id
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fewshot_exp.report", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run dirs or sweep dirs (searched recursively)")
     parser.add_argument("--out", type=Path, help="where to write report.md/.csv/.png (default: the first dir)")
+    parser.add_argument("--wandb", action="store_true", help="also log the table and plot to W&B (the runs' group)")
+    parser.add_argument("--group", help="W&B group for --wandb (default: the runs' group)")
+    parser.add_argument("--project", default="fewshot-exp", help="W&B project for --wandb")
     args = parser.parse_args(argv)
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
@@ -158,8 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     (out / "report.md").write_text(text + "\n")
     table.to_csv(out / "report.csv", index=False)
-    if not table.empty:
-        plot_acc_vs_shots(table, out / "acc_vs_shots.png")
+    plot = out / "acc_vs_shots.png" if not table.empty else None
+    if plot is not None:
+        plot_acc_vs_shots(table, plot)
+    if args.wandb:
+        run_id = to_wandb(table, plot, out, args.group or wandb_group(args.dirs), args.project)
+        print(f"W&B: report run {run_id}" if run_id else "W&B: not logged (see the warning above)")
     return 1 if not failed.empty else 0
 
 

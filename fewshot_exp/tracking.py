@@ -131,6 +131,16 @@ class Tracker:
 
         self.wandb_run.log({key: wandb.Image(str(path)) for key, path in images.items()}, step=step)
 
+    def log_table(self, key: str, table: Any, step: int) -> None:
+        """A pandas DataFrame as a W&B table (not written to metrics.jsonl)."""
+        if self.wandb_run is not None:
+            self._guard("log", self._log_table, key, table, step)
+
+    def _log_table(self, key: str, table: Any, step: int) -> None:
+        import wandb
+
+        self.wandb_run.log({key: wandb.Table(dataframe=table)}, step=step)
+
     def summary(self, metrics: dict[str, Any]) -> None:
         if self.wandb_run is not None:
             self._guard("summary", self.wandb_run.summary.update, metrics)

@@ -1,0 +1,189 @@
+"""Evaluate a trained checkpoint at several episode shapes, without retraining: the test-shot curve.
+
+    python -m fewshot_exp eval_only=true checkpoint=<run dir or .pt file> eval.k_shots=[1,2,4,8,16]
+
+The model is rebuilt from the training run's own overrides (`<run dir>/.hydra/overrides.yaml`, next to
+the checkpoint), with this command's overrides on top; a checkpoint without its run dir uses this command's
+config. Every (n_way, k_shot) of `eval.n_ways` x `eval.k_shots` (each defaulting to the `episode` value) is
+checked against the test split before any evaluation, then evaluated on `eval.episodes` episodes of
+`episode.n_query` queries per class. The points go to `results.json` (`curve`), `curve.csv`, a plot
+`acc_vs_shots.png`, and W&B (a table and the plot), and `python -m fewshot_exp.report` shows them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from fewshot_exp.build import build_algorithm, load_splits, samplers, select_device
+from fewshot_exp.checkpoint import load_checkpoint
+from fewshot_exp.config import train_shape
+from fewshot_exp.data.episodes import EpisodeSampler, check_shape
+from fewshot_exp.data.imageset import Splits
+from fewshot_exp.errors import UserError
+from fewshot_exp.evaluate import evaluate
+from fewshot_exp.run import wandb_config, write_atomically
+from fewshot_exp.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+KEPT_FROM_COMMAND = {"eval_only", "checkpoint", "resume"}  # never taken from the training run's overrides
+
+
+def checkpoint_file(value: str | None) -> Path:
+    """The checkpoint to evaluate: a .pt file, or a run dir (its best.pt)."""
+    if not value:
+        raise UserError(
+            "eval_only=true needs checkpoint=<run dir or .pt file>, e.g. checkpoint=outputs/runs/<day>/<time>"
+        )
+    path = Path(value)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.is_file():
+        raise UserError(
+            f"checkpoint={value}: no such file{' (the run dir has no best.pt)' if Path(value).is_dir() else ''}"
+        )
+    return path
+
+
+def override_key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def training_config(checkpoint: Path, cfg: Any) -> Any:
+    """The training run's config (from its overrides next to the checkpoint) with this command's on top."""
+    saved = checkpoint.parent / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        log.warning("%s has no .hydra/overrides.yaml beside it: using this command's config for the model", checkpoint)
+        return cfg
+    now = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra")]
+    replaced = {override_key(o) for o in now} | KEPT_FROM_COMMAND
+    then = [o for o in OmegaConf.load(saved) if not o.startswith("hydra") and override_key(o) not in replaced]
+    return compose(config_name="config", overrides=then + now)
+
+
+def shapes(cfg: Any) -> list[tuple[int, int]]:
+    n_ways = list(cfg.eval.n_ways or [cfg.episode.n_way])
+    k_shots = list(cfg.eval.k_shots or [cfg.episode.k_shot])
+    for name, values in (("eval.n_ways", n_ways), ("eval.k_shots", k_shots)):
+        if any(v < 1 for v in values):
+            raise UserError(f"{name}={values}: every value must be positive")
+    return list(itertools.product(n_ways, k_shots))
+
+
+def test_samplers(cfg: Any, splits: Splits, points: list[tuple[int, int]]) -> list[EpisodeSampler]:
+    """One test sampler per shape, each from the test generator's seed (normalised as in training)."""
+    for n_way, k_shot in points:  # all shapes are checked before anything is evaluated
+        check_shape(splits.test, "test", n_way, k_shot, cfg.episode.n_query)
+    device = splits.test.images.device
+    normalize = samplers(cfg, splits, cfg.seed)["test"].normalize
+    return [
+        EpisodeSampler(
+            splits.test,
+            n_way,
+            k_shot,
+            cfg.episode.n_query,
+            cfg.episode.tasks,
+            torch.Generator(device=device).manual_seed(cfg.seed + 2),
+            "test",
+            None,
+            normalize,
+        )  # fmt: skip
+        for n_way, k_shot in points
+    ]
+
+
+def load_weights(algorithm: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
+    try:
+        algorithm.load_state_dict(state["algorithm"])
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise UserError(
+            f"{path} does not fit the model of this config ({first}); evaluate it with its training config"
+        ) from None
+
+
+def shot_curve(cfg: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """(the config the model was rebuilt with, one result per evaluated shape)."""
+    path = checkpoint_file(cfg.checkpoint)
+    state = load_checkpoint(path)
+    model_cfg = training_config(path, cfg)
+    points = shapes(model_cfg)
+    device = select_device(model_cfg.device.value)
+    splits = load_splits(model_cfg, device)
+    episode_samplers = test_samplers(model_cfg, splits, points)
+    algorithm = build_algorithm(model_cfg, splits.train.images.shape[1], device)
+    load_weights(algorithm, state, path)
+    curve = []
+    for (n_way, k_shot), sampler in zip(points, episode_samplers):
+        acc = evaluate(algorithm, sampler, model_cfg.eval.episodes, model_cfg.eval.batch_images)
+        log.info("%d-way %d-shot: %.2f%% ± %.2f%%", n_way, k_shot, 100 * acc.mean, 100 * acc.ci95)
+        curve.append(
+            {
+                "n_way": n_way,
+                "k_shot": k_shot,
+                "acc": acc.mean,
+                "ci95": acc.ci95,
+                "loss": acc.loss,
+                "episodes": acc.episodes,
+            }
+        )
+    return model_cfg, curve
+
+
+def model_identity(checkpoint: Path, model_cfg: Any, choices: dict[str, str]) -> dict[str, Any]:
+    """What was evaluated: the training run's config group choices and training shape, for the report."""
+    hydra_file = checkpoint.parent / ".hydra" / "hydra.yaml"
+    if hydra_file.is_file():
+        choices = dict(OmegaConf.load(hydra_file).hydra.runtime.choices)
+    t = train_shape(model_cfg)
+    return {
+        "checkpoint": str(checkpoint),
+        "dataset": choices.get("dataset", model_cfg.dataset.name),
+        "algorithm": choices.get("algorithm", "?"),
+        "distance": choices.get("distance", model_cfg.distance.name),
+        "train_n_way": t.n_way,
+        "train_k_shot": t.k_shot,
+    }
+
+
+def plot_curve(curve: list[dict[str, Any]], model: dict[str, Any], path: Path) -> None:
+    from fewshot_exp.report import plot_acc_vs_shots  # matplotlib, only now
+
+    table = pd.DataFrame(curve)[["n_way", "k_shot", "acc", "ci95"]]
+    table.insert(0, "dataset", model["dataset"])
+    table.insert(1, "algorithm", model["algorithm"])
+    plot_acc_vs_shots(table, path)
+
+
+def run_shot_curve(cfg: Any, run_dir: Path, name: str, group: str, choices: dict[str, str]) -> dict[str, Any]:
+    """The eval_only=true run: the curve into results.json, curve.csv, acc_vs_shots.png and W&B."""
+    model_cfg, curve = shot_curve(cfg)
+    model = model_identity(checkpoint_file(cfg.checkpoint), model_cfg, choices)
+    results = {"eval_only": True, "model": model, "curve": curve}
+    tracker = Tracker(
+        run_dir, cfg.logger, name=f"eval_only:{name}", group=group,
+        config=wandb_config(model_cfg, choices), tags=[*cfg.logger.tags, "eval_only"], resume=None,
+    )  # fmt: skip
+    exit_code = 1
+    try:
+        table = pd.DataFrame(curve)
+        table.to_csv(run_dir / "curve.csv", index=False)
+        plot_curve(curve, model, run_dir / "acc_vs_shots.png")
+        tracker.log_table("test/curve", table, step=0)
+        tracker.log_images({"test/acc_vs_shots": run_dir / "acc_vs_shots.png"}, step=0)
+        tracker.summary({f"test/acc@{p['n_way']}way{p['k_shot']}shot": p["acc"] for p in curve})
+        write_atomically(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        exit_code = 0
+        return results
+    finally:
+        tracker.finish(exit_code)

@@ -1,0 +1,73 @@
+"""eval_only=true: a trained checkpoint evaluated at several (n_way, k_shot) without retraining, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import run_cli
+from wandb_records import logged_run
+
+from fewshot_exp.report import main as report_main
+
+TINY = ["train.episodes=20", "train.val_every=10", "train.log_every=10", "train.val_episodes=20", "eval.episodes=50"]
+
+
+@pytest.fixture(scope="module")
+def trained(glyphs_root, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    proc = run_cli(*TINY, "logger=none", f"dataset.root={glyphs_root}", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def test_curve_from_a_checkpoint(trained, tmp_path, capsys):
+    out = tmp_path / "curve"
+    # the model, data and training shape come from the run's own overrides; only the evaluation is given here
+    proc = run_cli(
+        "eval_only=true", f"checkpoint={trained}", "eval.k_shots=[1,5]", "eval.n_ways=[3,5]", f"hydra.run.dir={out}"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    curve = json.loads((out / "results.json").read_text())["curve"]
+    assert [(p["n_way"], p["k_shot"]) for p in curve] == [(3, 1), (3, 5), (5, 1), (5, 5)]
+    assert all(p["episodes"] == 50 and 0 < p["ci95"] < 0.2 for p in curve)
+    # the training shape, on the same seeded test episodes, reproduces the training run's own test accuracy
+    trained_acc = json.loads((trained / "results.json").read_text())["test/acc"]
+    assert curve[3]["acc"] == trained_acc
+    assert curve[0]["acc"] > curve[2]["acc"]  # 3-way is easier than 5-way
+    assert "5-way 5-shot: " in proc.stdout
+    assert pd.read_csv(out / "curve.csv").shape == (4, 6)
+    assert (out / "acc_vs_shots.png").stat().st_size > 10_000
+
+    run = logged_run(out)  # the W&B run: a table and the plot, the points in the summary
+    assert "eval_only" in run["tags"]
+    assert run["summary"]["test/acc@5way5shot"] == trained_acc
+    logged = {key: value for row in run["history"] for key, value in row.items()}
+    assert (logged["test/curve/_type"], logged["test/curve/nrows"]) == ("table-file", 4)
+    assert (logged["test/acc_vs_shots/_type"], logged["test/acc_vs_shots/width"]) == ("image-file", 1200)  # 2 panels
+
+    assert report_main([str(out), "--out", str(tmp_path / "report")]) == 0
+    table = pd.read_csv(tmp_path / "report" / "report.csv")
+    assert list(zip(table.n_way, table.k_shot)) == [(3, 1), (3, 5), (5, 1), (5, 5)]
+    assert set(table.algorithm) == {"protonet"} and list(table.acc) == [p["acc"] for p in curve]
+    assert "5 |        5 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ([], "eval_only=true needs checkpoint=<run dir or .pt file>"),
+        (["checkpoint={missing}"], "no such file"),
+        (["checkpoint={trained}", "eval.k_shots=[1,30]"], "k_shot + n_query = 30 + 15 is more than the 20 images"),
+        (["checkpoint={trained}", "eval.n_ways=[0]"], "eval.n_ways=[0]: every value must be positive"),
+    ],
+)
+def test_bad_eval_only_input_is_one_line_before_any_work(trained, tmp_path, overrides, message):
+    out = tmp_path / "curve"
+    args = [o.format(trained=trained, missing=tmp_path / "nope.pt") for o in overrides]
+    proc = run_cli("eval_only=true", *args, "logger=none", f"hydra.run.dir={out}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and message in proc.stderr
+    assert not (out / "results.json").exists()
