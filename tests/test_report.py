@@ -59,3 +59,35 @@ def test_report_lists_failed_runs_and_exits_nonzero(tmp_path, capsys):
     )
     assert report_main([str(tmp_path)]) == 1
     assert "Failed runs:" in capsys.readouterr().out
+
+
+def test_two_by_two_by_two_sweep_is_eight_wandb_runs_in_one_group(glyphs_root, tmp_path, capsys):
+    """algorithm x n_way x k_shot: 8 jobs, 8 run dirs, 8 W&B runs in the sweep's group, each named by its
+    overrides with the swept keys in its config; the report has 8 rows, a plot, and goes to W&B too."""
+    sweep = tmp_path / "2x2x2"
+    tiny = ["train.episodes=4", "train.val_every=4", "train.log_every=2", "train.val_episodes=4", "eval.episodes=10"]
+    proc = run_cli(
+        "-m", "algorithm=protonet,protomaml", "episode.n_way=2,3", "episode.k_shot=1,2", *tiny, "encoder.hidden=16",
+        f"dataset.root={glyphs_root}", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job_dirs = sorted(p for p in sweep.iterdir() if (p / "results.json").is_file())
+    assert len(job_dirs) == 8
+    runs = [logged_run(d) for d in job_dirs]
+    assert {r["group"] for r in runs} == {"2x2x2"}
+    assert len({r["name"] for r in runs}) == 8 and all("seed" not in r["name"] for r in runs)
+    swept = {(r["config"]["choices"]["algorithm"], r["config"]["episode"]["n_way"], r["config"]["episode"]["k_shot"])
+             for r in runs}  # fmt: skip
+    assert swept == {(a, n, k) for a in ("protonet", "protomaml") for n in (2, 3) for k in (1, 2)}
+
+    out = tmp_path / "report"
+    assert report_main([str(sweep), "--out", str(out), "--wandb"]) == 0
+    table = pd.read_csv(out / "report.csv")
+    assert len(table) == 8 and set(zip(table.algorithm, table.n_way, table.k_shot)) == swept
+    assert (out / "acc_vs_shots.png").stat().st_size > 10_000
+    report_run = logged_run(out)
+    assert report_run["group"] == "2x2x2" and "report" in report_run["tags"]
+    logged = {key: value for row in report_run["history"] for key, value in row.items()}
+    assert (logged["report/table/_type"], logged["report/table/nrows"]) == ("table-file", 8)
+    assert logged["report/acc_vs_shots/_type"] == "image-file"
+    assert "W&B: report run" in capsys.readouterr().out
