@@ -31,7 +31,7 @@ class Shape:
     hidden: int = 64  # Conv-4 channels
     inner_steps: int = 1  # MAML
     episodes: int = 1  # evaluation episodes per call
-    batch_images: int = 4096  # evaluation: images per forward pass (eval.batch_images)
+    batch_images: int | None = None  # evaluation: images per forward pass (eval.batch_images; None: the default)
 
     @property
     def images_per_task(self) -> int:

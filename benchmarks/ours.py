@@ -25,7 +25,7 @@ from fewshot_exp.algorithms.protonet import ProtoNet
 from fewshot_exp.data.episodes import EpisodeSampler
 from fewshot_exp.distances import Distance
 from fewshot_exp.encoders import Conv4
-from fewshot_exp.evaluate import evaluate
+from fewshot_exp.evaluate import evaluate, tasks_per_forward
 from fewshot_exp.train import Progress, training_step
 
 
@@ -96,7 +96,7 @@ def limit_train(shape: Shape, device: torch.device, images: int, channels_last: 
 def limit_eval(shape: Shape, device: torch.device, channels_last: bool = True) -> Callable[[], Any]:
     """No-grad eval-mode encoder forwards over `shape.episodes` episodes' images, in evaluate's chunks."""
     net = encoder(shape, channels_last).to(device).eval()
-    per_forward = max(1, shape.batch_images // shape.images_per_task)
+    per_forward = tasks_per_forward(sampler(shape, device), shape.batch_images)
     chunks = [min(per_forward, shape.episodes - start) for start in range(0, shape.episodes, per_forward)]
     x = torch.rand(chunks[0] * shape.images_per_task, shape.channels, shape.size, shape.size, device=device)
 

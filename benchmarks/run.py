@@ -38,8 +38,6 @@ MODES = {
     "smoke": {"sizes": [(16, 1)], "maml": (16, 1), "episodes": {16: 4}, "budget": 0.0},
 }
 SMOKE = {"way": 3, "shot": 1, "query": 2, "hidden": 8}
-#: Evaluation images per forward at 84 px: 10 tasks (4096, the 28 px default, would hold ~7 GiB of activations).
-BATCH_IMAGES_84PX = 1000
 
 
 def rows(mode: str, device: torch.device) -> list[Row]:
@@ -65,15 +63,14 @@ def rows(mode: str, device: torch.device) -> list[Row]:
             )
         )
     for size, channels in settings["sizes"]:
-        batch_images = BATCH_IMAGES_84PX if size >= 84 else 4096
-        shape = Shape(size, channels, episodes=settings["episodes"][size], batch_images=batch_images, **small)
+        shape = Shape(size, channels, episodes=settings["episodes"][size], **small)
         if mode == "smoke":
             shape = replace(shape, batch_images=2 * shape.images_per_task)
         out.append(
             Row(
                 f"protonet-eval-{size}px",
-                f"ProtoNet evaluation of {shape.episodes} episodes: evaluate() ({shape.batch_images} images per "
-                "forward) vs easyfsl.utils.evaluate (one episode per forward)",
+                f"ProtoNet evaluation of {shape.episodes} episodes: evaluate() (eval.batch_images="
+                f"{shape.batch_images}) vs easyfsl.utils.evaluate (one episode per forward)",
                 shape,
                 shape.episodes,
                 [

@@ -378,7 +378,9 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     episodes: int = 1000
-    batch_images: int = 4096  # images per forward pass when evaluating many episodes at once
+    # images per forward pass when evaluating many episodes at once; None: 4096 on CUDA, 128 on CPU, where activations
+    # past cache (and glibc's 32 MB mmap threshold) made bigger forwards slower per image (benchmarks/run.py)
+    batch_images: int | None = None
     lake_runs: str | None = None  # dir of Omniglot one-shot runs (run01..run20) to report test/lake_error
     dataset: str | None = None  # a cross-domain test set (conf/dataset/<name>.yaml), all its classes; None = dataset's
     dataset_root: str | None = None  # its dataset.root
@@ -486,7 +488,8 @@ def validate(cfg: Any) -> None:
     if cfg.train.weight_decay < 0:
         raise UserError(f"train.weight_decay must be >= 0, got {cfg.train.weight_decay}")
     _positive("eval.episodes", cfg.eval.episodes)
-    _positive("eval.batch_images", cfg.eval.batch_images)
+    if cfg.eval.batch_images is not None:
+        _positive("eval.batch_images", cfg.eval.batch_images)
     _positive("dataset.image_size", cfg.dataset.image_size)
     if cfg.eval.dataset is not None and cfg.eval.dataset not in SCHEMAS["dataset"]:
         raise UserError(f"eval.dataset={cfg.eval.dataset} is not one of {', '.join(SCHEMAS['dataset'])}")

@@ -1,4 +1,5 @@
-"""Conv-4's block order (conv - BN - maxpool - ReLU) gives the same numbers as the textbook conv - BN - ReLU - maxpool."""
+"""Conv-4's fast paths give the textbook numbers: conv - BN - maxpool - ReLU equals conv - BN - ReLU - maxpool
+bit for bit, and eval mode's BN folded into the conv equals conv then BN up to float rounding."""
 
 from __future__ import annotations
 
@@ -33,3 +34,23 @@ def test_pool_before_relu_gives_identical_outputs_and_gradients(channels_last, p
     assert torch.equal(out_a, out_b)
     assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
     assert any(g.abs().sum() > 0 for g in grads_a)
+
+
+def test_eval_mode_folds_batch_norm_into_the_conv_up_to_rounding():
+    torch.manual_seed(0)
+    encoder = Conv4(in_channels=3, hidden=8, out_channels=8)
+    with torch.no_grad():  # running statistics and affine parameters away from their identity inits
+        for block in encoder.layers:
+            norm = block[1]
+            norm.running_mean.uniform_(-1, 1)
+            norm.running_var.uniform_(0.5, 2)
+            norm.weight.uniform_(0.5, 2)
+            norm.bias.uniform_(-1, 1)
+    encoder.eval()
+    x = torch.randn(6, 3, 20, 20)
+    with torch.no_grad():
+        folded, textbook = encoder.features(x), textbook_features(encoder, x, None)
+    assert not torch.equal(folded, textbook)  # the folded path ran
+    torch.testing.assert_close(folded, textbook, rtol=1e-5, atol=1e-5)
+    encoder.train()
+    assert torch.equal(encoder.features(x), textbook_features(encoder, x, None))  # training: batch statistics

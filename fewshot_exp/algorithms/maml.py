@@ -312,7 +312,29 @@ class MAML(FewShotAlgorithm):
             weights = self.adapt(meta, lrs, support_x, support_y, n_way, steps, second_order)
             return self.logits_with(weights, query_x)
 
-        return self.for_each_task(task, episode.support_x, episode.support_y, episode.query_x)
+        with self.contiguous_encoder(meta, second_order) as meta:
+            return self.for_each_task(task, episode.support_x, episode.support_y, episode.query_x)
+
+    @contextmanager
+    def contiguous_encoder(self, meta: Weights, second_order: bool) -> Iterator[Weights]:
+        """Second-order MAML on CPU with a channels_last encoder runs it in NCHW (weights as contiguous copies, which
+        pass their gradients on): the double backward of batch norm and the convolutions mixes memory formats
+        there and took longer than the whole NCHW step (Conv-4, 84 px, 1 task, 1 step: 4.8 s vs 3.9 s, one thread;
+        `python -m benchmarks.run --rows maml`). Same values up to float rounding of the conv kernels."""
+        switch = second_order and getattr(self.encoder, "channels_last", False) and not self.vectorized()
+        if not switch:
+            yield meta
+            return
+        self.encoder.channels_last = False
+        try:
+            yield {**meta, "encoder": {k: w.contiguous() for k, w in meta["encoder"].items()}}
+        finally:
+            self.encoder.channels_last = True
+
+    def vectorized(self) -> bool:
+        """Whether the tasks of a batch run under vmap: `vectorize`, or None = on CUDA."""
+        device = next(self.parameters()).device
+        return self.vectorize if self.vectorize is not None else device.type == "cuda"
 
     def meta_update(
         self, episode: Episode, optimizer: torch.optim.Optimizer
@@ -322,8 +344,7 @@ class MAML(FewShotAlgorithm):
         memory is one task's instead of T's; the gradient is the loop's single backward's up to float summation
         order (every task has N*Q queries, so the mean over all queries is the mean of the task means). Under vmap
         (`vectorize`, on CUDA by default) all tasks share one graph anyway: None, the loop's own step."""
-        vectorize = self.vectorize if self.vectorize is not None else episode.support_x.device.type == "cuda"
-        if vectorize or episode.tasks == 1:
+        if self.vectorized() or episode.tasks == 1:
             return None
         optimizer.zero_grad(set_to_none=True)
         losses, logits = [], []
