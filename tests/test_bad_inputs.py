@@ -87,12 +87,22 @@ CATALOGUE = [
     (["eval.dataset=nosuch"], "eval.dataset=nosuch is not one of"),
     (["eval.dataset=digits", "episode.n_way=12"], "n_way=12 is more than the 10 classes of the test split"),
     (["dataset.augment.enabled=true", "dataset.augment.scale=[1.2,0.9]"], "dataset.augment.scale must be [min, max]"),
+    # encoders, algorithms, plots, sweeps
+    (["algorithm=multiproto", "algorithm.per_class=0"], "algorithm.per_class must be positive, got 0"),
+    (["algorithm=multiproto", "algorithm.penalty=l3"], "Invalid value 'l3', expected one of [l1, l2]"),
+    (["viz_projection=umap"], "Invalid value 'umap', expected one of [pca, tsne]"),
+    (["hydra/launcher=nosuch"], "Could not find 'hydra/launcher/nosuch'"),
+    (["hparams_search=nosuch"], "Could not find 'hparams_search/nosuch'"),
     # runs and checkpoints
     (["hydra.run.dir={run}"], "already holds a run (last.pt): pass resume=true"),
     (["resume=/no/such/run"], "resume=/no/such/run: not a run dir"),
     (["resume={run}", "train.lr=0.5"], "the config differs from the checkpoint's in train.lr"),
     (["resume={truncated}"], "last.pt is unreadable or not a safe tensor checkpoint"),
     (["resume={foreign}"], "last.pt is not a fewshot-exp checkpoint"),
+    (["eval_only=true"], "eval_only=true needs checkpoint=<run dir or .pt file>"),
+    (["eval_only=true", "checkpoint=/no/such.pt"], "checkpoint=/no/such.pt: no such file"),
+    (["eval_only=true", "checkpoint={run}", "eval.k_shots=[1,30]"], "k_shot + n_query = 30 + 15 is more than"),
+    (["eval_only=true", "checkpoint={foreign}/last.pt"], "last.pt is not a fewshot-exp checkpoint"),
 ]
 
 
