@@ -103,6 +103,7 @@ CATALOGUE = [
     (["eval_only=true", "checkpoint=/no/such.pt"], "checkpoint=/no/such.pt: no such file"),
     (["eval_only=true", "checkpoint={run}", "eval.k_shots=[1,30]"], "k_shot + n_query = 30 + 15 is more than"),
     (["eval_only=true", "checkpoint={foreign}/last.pt"], "last.pt is not a fewshot-exp checkpoint"),
+    (["eval_only=true", "checkpoint={run}", "eval.n_ways=[3,0]"], "eval.n_ways=[3, 0]: every value must be positive"),
 ]
 
 

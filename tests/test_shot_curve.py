@@ -53,21 +53,3 @@ def test_curve_from_a_checkpoint(trained, tmp_path, capsys):
     assert list(zip(table.n_way, table.k_shot)) == [(3, 1), (3, 5), (5, 1), (5, 5)]
     assert set(table.algorithm) == {"protonet"} and list(table.acc) == [p["acc"] for p in curve]
     assert "5 |        5 |" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ([], "eval_only=true needs checkpoint=<run dir or .pt file>"),
-        (["checkpoint={missing}"], "no such file"),
-        (["checkpoint={trained}", "eval.k_shots=[1,30]"], "k_shot + n_query = 30 + 15 is more than the 20 images"),
-        (["checkpoint={trained}", "eval.n_ways=[0]"], "eval.n_ways=[0]: every value must be positive"),
-    ],
-)
-def test_bad_eval_only_input_is_one_line_before_any_work(trained, tmp_path, overrides, message):
-    out = tmp_path / "curve"
-    args = [o.format(trained=trained, missing=tmp_path / "nope.pt") for o in overrides]
-    proc = run_cli("eval_only=true", *args, "logger=none", f"hydra.run.dir={out}")
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and message in proc.stderr
-    assert not (out / "results.json").exists()
