@@ -17,7 +17,7 @@ from fewshot_exp.checkpoint import load_checkpoint, remove_partial_writes
 from fewshot_exp.config import train_shape, validate
 from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import evaluate, lake_runs_error
-from fewshot_exp.scheduler import is_requeue
+from fewshot_exp.scheduler import is_requeue, job_id
 from fewshot_exp.tracking import Tracker
 from fewshot_exp.train import train
 
@@ -75,7 +75,7 @@ def resume_state(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any
     """The last.pt state to continue from, None to start afresh; refuses to overwrite another run's checkpoints."""
     last = run_dir / "last.pt"
     remove_partial_writes(run_dir)
-    if not cfg.resume and last.exists():
+    if not cfg.resume and last.exists() and job_id() is not None:  # run by a scheduler: maybe its requeue
         state = load_checkpoint(last, map_location=device)
         if is_requeue(state, finished=(run_dir / "results.json").exists()):
             log.info("requeued job %s: continuing its run", state["job_id"])
