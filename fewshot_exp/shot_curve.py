@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from fewshot_exp.build import build_algorithm, load_splits, samplers, select_device
 from fewshot_exp.checkpoint import load_checkpoint
-from fewshot_exp.config import train_shape
+from fewshot_exp.config import train_shape, validate
 from fewshot_exp.data.episodes import EpisodeSampler, check_shape
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
@@ -77,6 +77,12 @@ def shapes(cfg: Any) -> list[tuple[int, int]]:
     for name, values in (("eval.n_ways", n_ways), ("eval.k_shots", k_shots)):
         if any(v < 1 for v in values):
             raise UserError(f"{name}={values}: every value must be positive")
+    head = cfg.algorithm.get("n_way")  # a learned head (maml, fomaml, reptile) has a row per class it was built for
+    if head is not None and max(n_ways) > max(head, cfg.algorithm.get("train_n_way") or 0):
+        raise UserError(
+            f"eval.n_ways={n_ways}: this checkpoint's head has {max(head, cfg.algorithm.get('train_n_way') or 0)} "
+            "outputs; evaluate at most that many classes"
+        )
     return list(itertools.product(n_ways, k_shots))
 
 
@@ -97,7 +103,7 @@ def test_samplers(cfg: Any, splits: Splits, points: list[tuple[int, int]]) -> li
             "test",
             None,
             normalize,
-        )  # fmt: skip
+        )
         for n_way, k_shot in points
     ]
 
@@ -117,6 +123,7 @@ def shot_curve(cfg: Any) -> tuple[Any, list[dict[str, Any]]]:
     path = checkpoint_file(cfg.checkpoint)
     state = load_checkpoint(path)
     model_cfg = training_config(path, cfg)
+    validate(model_cfg)
     points = shapes(model_cfg)
     device = select_device(model_cfg.device.value)
     splits = load_splits(model_cfg, device)

@@ -53,3 +53,23 @@ def test_curve_from_a_checkpoint(trained, tmp_path, capsys):
     assert list(zip(table.n_way, table.k_shot)) == [(3, 1), (3, 5), (5, 1), (5, 5)]
     assert set(table.algorithm) == {"protonet"} and list(table.acc) == [p["acc"] for p in curve]
     assert "5 |        5 |" in capsys.readouterr().out
+
+
+def test_a_learned_head_limits_the_curves_n_way():
+    """MAML's head has a row per class it was built for: a wider curve point is refused in one line."""
+    from omegaconf import OmegaConf
+
+    from fewshot_exp.errors import UserError
+    from fewshot_exp.shot_curve import shapes
+
+    cfg = OmegaConf.create(
+        {"episode": {"n_way": 5, "k_shot": 1}, "eval": {"n_ways": [5, 20], "k_shots": [1, 5]},
+         "algorithm": {"n_way": 5, "train_n_way": 10}}
+    )  # fmt: skip
+    with pytest.raises(UserError, match=r"eval.n_ways=\[5, 20\]: this checkpoint's head has 10 outputs"):
+        shapes(cfg)
+    cfg.eval.n_ways = [5, 10]
+    assert shapes(cfg) == [(5, 1), (5, 5), (10, 1), (10, 5)]
+    cfg.algorithm = {}  # no learned head (protonet): any n_way
+    cfg.eval.n_ways = [20]
+    assert shapes(cfg) == [(20, 1), (20, 5)]
