@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -9,56 +10,23 @@ from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
 
 
-def _glyphs(cfg: Any) -> Splits:
-    from fewshot_exp.data.glyphs import load_glyphs
+def lazy(module: str, function: str) -> Callable[[Any], Splits]:
+    """A loader imported on first call (each dataset module pulls in its own dependencies)."""
 
-    return load_glyphs(cfg)
+    def load(cfg: Any) -> Splits:
+        return getattr(importlib.import_module(f"fewshot_exp.data.{module}"), function)(cfg)
 
-
-def _omniglot(cfg: Any) -> Splits:
-    from fewshot_exp.data.omniglot import load_omniglot
-
-    return load_omniglot(cfg)
-
-
-def _cifar_fs(cfg: Any) -> Splits:
-    from fewshot_exp.data.cifar import load_cifar_fs
-
-    return load_cifar_fs(cfg)
-
-
-def _fc100(cfg: Any) -> Splits:
-    from fewshot_exp.data.cifar import load_fc100
-
-    return load_fc100(cfg)
-
-
-def _cifar100_random(cfg: Any) -> Splits:
-    from fewshot_exp.data.cifar import load_cifar100_random
-
-    return load_cifar100_random(cfg)
-
-
-def _miniimagenet(cfg: Any) -> Splits:
-    from fewshot_exp.data.miniimagenet import load_miniimagenet
-
-    return load_miniimagenet(cfg)
-
-
-def _folder(cfg: Any) -> Splits:
-    from fewshot_exp.data.folder import load_folder
-
-    return load_folder(cfg)
+    return load
 
 
 DATASETS: dict[str, Callable[[Any], Splits]] = {
-    "glyphs": _glyphs,
-    "omniglot": _omniglot,
-    "cifar_fs": _cifar_fs,
-    "fc100": _fc100,
-    "cifar100_random": _cifar100_random,
-    "miniimagenet": _miniimagenet,
-    "folder": _folder,
+    "glyphs": lazy("glyphs", "load_glyphs"),
+    "omniglot": lazy("omniglot", "load_omniglot"),
+    "cifar_fs": lazy("cifar", "load_cifar_fs"),
+    "fc100": lazy("cifar", "load_fc100"),
+    "cifar100_random": lazy("cifar", "load_cifar100_random"),
+    "miniimagenet": lazy("miniimagenet", "load_miniimagenet"),
+    "folder": lazy("folder", "load_folder"),
 }
 TEST_ONLY = ("svhn", "digits")  # cross-domain test sets (fewshot_exp/data/crossdomain.py): eval.dataset=<name>
 
