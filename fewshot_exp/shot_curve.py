@@ -118,8 +118,8 @@ def load_weights(algorithm: torch.nn.Module, state: dict[str, Any], path: Path) 
         ) from None
 
 
-def shot_curve(cfg: Any) -> tuple[Any, list[dict[str, Any]]]:
-    """(the config the model was rebuilt with, one result per evaluated shape)."""
+def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]]]:
+    """(the checkpoint file, the config the model was rebuilt with, one result per evaluated shape)."""
     path = checkpoint_file(cfg.checkpoint)
     state = load_checkpoint(path)
     model_cfg = training_config(path, cfg)
@@ -144,7 +144,7 @@ def shot_curve(cfg: Any) -> tuple[Any, list[dict[str, Any]]]:
                 "episodes": acc.episodes,
             }
         )
-    return model_cfg, curve
+    return path, model_cfg, curve
 
 
 def model_identity(checkpoint: Path, model_cfg: Any, choices: dict[str, str]) -> dict[str, Any]:
@@ -174,8 +174,8 @@ def plot_curve(curve: list[dict[str, Any]], model: dict[str, Any], path: Path) -
 
 def run_shot_curve(cfg: Any, run_dir: Path, name: str, group: str, choices: dict[str, str]) -> dict[str, Any]:
     """The eval_only=true run: the curve into results.json, curve.csv, acc_vs_shots.png and W&B."""
-    model_cfg, curve = shot_curve(cfg)
-    model = model_identity(checkpoint_file(cfg.checkpoint), model_cfg, choices)
+    path, model_cfg, curve = shot_curve(cfg)
+    model = model_identity(path, model_cfg, choices)
     results = {"eval_only": True, "model": model, "curve": curve}
     tracker = Tracker(
         run_dir, cfg.logger, name=f"eval_only:{name}", group=group,
