@@ -46,6 +46,16 @@ def remove_partial_writes(directory: str | Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def checkpoint_path(value: str, key: str) -> Path:
+    """`value` as a checkpoint file: a .pt file, or a run dir's best.pt; a UserError naming `key` otherwise."""
+    path = Path(value)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.is_file():
+        raise UserError(f"{key}={value}: no such file{' (the run dir has no best.pt)' if Path(value).is_dir() else ''}")
+    return path
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

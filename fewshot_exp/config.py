@@ -15,6 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from fewshot_exp.checkpoint import checkpoint_path
 from fewshot_exp.errors import UserError
 
 
@@ -373,6 +374,9 @@ class TrainConfig:
     val_episodes: int = 200
     checkpoint_every: int = 250  # episodes between `last.pt` writes (also written on SIGTERM/SIGINT)
     amp: bool = False  # bf16 autocast on CUDA
+    init_from: str | None = (
+        None  # a run dir or .pt whose encoder weights this run starts from (fewshot_exp/pretrained.py)
+    )
 
 
 @dataclass
@@ -487,6 +491,8 @@ def validate(cfg: Any) -> None:
         _positive(f"train.{key}", cfg.train[key])
     if cfg.train.weight_decay < 0:
         raise UserError(f"train.weight_decay must be >= 0, got {cfg.train.weight_decay}")
+    if cfg.train.get("init_from"):
+        checkpoint_path(cfg.train.init_from, "train.init_from")
     _positive("eval.episodes", cfg.eval.episodes)
     if cfg.eval.batch_images is not None:
         _positive("eval.batch_images", cfg.eval.batch_images)

@@ -17,6 +17,7 @@ from fewshot_exp.checkpoint import load_checkpoint, remove_partial_writes
 from fewshot_exp.config import train_shape, validate
 from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import evaluate, lake_runs_error
+from fewshot_exp.pretrained import init_encoder
 from fewshot_exp.scheduler import is_requeue, job_id
 from fewshot_exp.tracking import Tracker
 from fewshot_exp.train import train
@@ -116,6 +117,8 @@ def run_experiment(
     splits = load_splits(cfg, device)
     episode_samplers = samplers(cfg, splits, cfg.seed)
     algorithm = build_algorithm(cfg, splits.train.images.shape[1], device)
+    if cfg.train.init_from:
+        init_encoder(algorithm, cfg.train.init_from, device)
     choices = choices or {}
     tags = [*cfg.logger.tags, *(f"{k}={choices[k]}" for k in ("algorithm", "dataset", "distance") if k in choices)]
     resume_from = resume_state(cfg, run_dir, device)

@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from fewshot_exp.build import build_algorithm, load_splits, samplers, select_device
-from fewshot_exp.checkpoint import load_checkpoint
+from fewshot_exp.checkpoint import checkpoint_path, load_checkpoint
 from fewshot_exp.config import train_shape, validate
 from fewshot_exp.data.episodes import EpisodeSampler, check_shape
 from fewshot_exp.data.imageset import Splits
@@ -45,14 +45,7 @@ def checkpoint_file(value: str | None) -> Path:
         raise UserError(
             "eval_only=true needs checkpoint=<run dir or .pt file>, e.g. checkpoint=outputs/runs/<day>/<time>"
         )
-    path = Path(value)
-    if path.is_dir():
-        path = path / "best.pt"
-    if not path.is_file():
-        raise UserError(
-            f"checkpoint={value}: no such file{' (the run dir has no best.pt)' if Path(value).is_dir() else ''}"
-        )
-    return path
+    return checkpoint_path(value, "checkpoint")
 
 
 def override_key(override: str) -> str:

@@ -104,6 +104,9 @@ CATALOGUE = [
     (["eval_only=true", "checkpoint={run}", "eval.k_shots=[1,30]"], "k_shot + n_query = 30 + 15 is more than"),
     (["eval_only=true", "checkpoint={foreign}/last.pt"], "last.pt is not a fewshot-exp checkpoint"),
     (["eval_only=true", "checkpoint={run}", "eval.n_ways=[3,0]"], "eval.n_ways=[3, 0]: every value must be positive"),
+    (["train.init_from=/no/such/run"], "train.init_from=/no/such/run: no such file"),
+    (["train.init_from={empty}"], "train.init_from={empty}: no such file (the run dir has no best.pt)"),
+    (["train.init_from={truncated}/last.pt"], "last.pt is unreadable or not a safe tensor checkpoint"),
 ]
 
 
