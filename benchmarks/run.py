@@ -219,6 +219,7 @@ def machine(threads: int) -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "threads": threads,
+        "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),  # every contender's, ours and the peers'
         "torch": torch.__version__,
         "python": platform.python_version(),
         "peers": {name: peers.missing(name) or "installed" for name in ("easyfsl", "higher")},
@@ -261,7 +262,10 @@ def main(argv: list[str] | None = None) -> None:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "rows": [],
     }
-    print(f"{args.mode} benchmark on {device}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
+    print(
+        f"{args.mode} benchmark on {device}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}, "
+        f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')} for every contender"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for row in selected:
         memory = {} if args.no_memory else memory_of_row(row, args)

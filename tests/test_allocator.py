@@ -1,0 +1,57 @@
+"""Huge pages for large CPU tensors: on by default for the command line, a user's choice kept, measured on/off."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+from benchmarks import allocator
+
+PROBE = "import os, fewshot_exp, torch; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+
+
+def setting_seen(value: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if value is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = value
+    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
+
+
+def test_importing_the_package_turns_huge_pages_on_unless_the_user_chose():
+    assert setting_seen(None) == "1"
+    assert setting_seen("0") == "0"
+
+
+def test_the_on_off_benchmark_times_both_settings_in_fresh_processes(tmp_path, capsys):
+    out = tmp_path / "allocator.json"
+    allocator.main(
+        [
+            "--size",
+            "16",
+            "--channels",
+            "1",
+            "--rounds",
+            "1",
+            "--calls",
+            "1",
+            "--threads",
+            "1",
+            "--workloads",
+            "protonet-train",
+            "maml-2nd-order",
+            "--out",
+            str(out),
+        ]
+    )
+    report = json.loads(out.read_text())
+    assert [r["workload"] for r in report["rows"]] == ["protonet-train", "maml-2nd-order"]
+    for row in report["rows"]:
+        assert len(row["seconds"]["on"]) == len(row["seconds"]["off"]) == 1
+        assert row["ms huge pages"] > 0 and row["ms default"] > 0
+        assert row["speed-up"] == row["seconds"]["off"][0] / row["seconds"]["on"][0]
+    assert "speed-up" in capsys.readouterr().out
