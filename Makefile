@@ -32,7 +32,7 @@ train: ## Train and test the default experiment (ProtoNet on glyphs); pass ARGS=
 bench: ## Benchmarks vs easyfsl/higher (pip install -e ".[bench]"), then MAML loop vs vmap, then huge pages on/off; ARGS="--quick" is shorter
 	$(BIN)/python -m benchmarks.run $(ARGS)
 	$(BIN)/python benchmarks/maml_vmap.py --tasks 4 --repeats 2
-	$(BIN)/python benchmarks/allocator.py
+	$(BIN)/python -m benchmarks.allocator
 
 clean: ## Remove outputs, caches and build files (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache build dist *.egg-info

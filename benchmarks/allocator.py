@@ -1,6 +1,6 @@
 """Huge pages (fewshot_exp/allocator.py) on and off, for our steps and the peers' same steps.
 
-    python benchmarks/allocator.py [--rounds 3] [--threads N] [--size 84 --channels 3]
+    python -m benchmarks.allocator [--rounds 3] [--threads N] [--size 84 --channels 3]
 
 PyTorch reads THP_MEM_ALLOC_ENABLE once per process, so each measurement is a fresh subprocess: per
 round, every contender runs once with huge pages and once without, all interleaved (load from other
@@ -70,12 +70,12 @@ def child(contender: str, size: int, channels: int, calls: int, threads: int | N
 
 
 def measure(contender: str, huge_pages: bool, args: argparse.Namespace) -> float:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", contender, "--size", str(args.size)]
+    command = [sys.executable, "-m", "benchmarks.allocator", "--child", contender, "--size", str(args.size)]
     command += ["--channels", str(args.channels), "--calls", str(args.calls)]
     if args.threads:
         command += ["--threads", str(args.threads)]
     env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if huge_pages else "0", "PYTHONPATH": str(REPO)}
-    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
 
 

@@ -9,7 +9,7 @@ comes from changes). PyTorch reads the variable once, at its first allocation, s
 `fewshot_exp` package (which `python -m fewshot_exp` does before anything imports torch) calls
 `use_huge_pages()`; a value the user set is kept
 (`THP_MEM_ALLOC_ENABLE=0 python -m fewshot_exp ...` turns it off). It has no effect off Linux and on
-CUDA tensors. Measured on whole steps: `python benchmarks/allocator.py`.
+CUDA tensors. Measured on whole steps: `python -m benchmarks.allocator`.
 """
 
 from __future__ import annotations

@@ -32,6 +32,26 @@ def conv_bn_eval(conv: nn.Conv2d, norm: nn.BatchNorm2d, x: torch.Tensor) -> torc
     return F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bias, conv.stride, conv.padding, conv.dilation)
 
 
+def max_pool_2x2_nhwc(x: torch.Tensor) -> torch.Tensor:
+    """F.max_pool2d(x, 2) of a channels_last map with even sides, as two pairwise maxima over its NHWC view.
+
+    Exactly the same values (a max is a max); 1.4-1.9x faster than the max-pool kernel on Conv-4's 28 and 14 px
+    maps on this CPU, which also computes the argmax indices. Without those indices there is no max-pool backward,
+    so it is used only when autograd is off (evaluation)."""
+    n, c, h, w = x.shape
+    v = x.permute(0, 2, 3, 1).view(n, h // 2, 2, w // 2, 2, c)
+    rows = torch.maximum(v[:, :, 0], v[:, :, 1])  # [n, h/2, w/2, 2, c]
+    return torch.maximum(rows[:, :, :, 0], rows[:, :, :, 1]).permute(0, 3, 1, 2)
+
+
+def pooled(pool: nn.MaxPool2d, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """pool(x); in evaluation, on an even-sized channels_last map, by `max_pool_2x2_nhwc`."""
+    fast = channels_last and not torch.is_grad_enabled() and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
+    if fast and x.is_contiguous(memory_format=torch.channels_last):
+        return max_pool_2x2_nhwc(x)
+    return pool(x)
+
+
 class Conv4(nn.Module):
     """Conv-4 (Vinyals et al. 2016; Snell et al. 2017): 4 x [conv3x3 - BN - ReLU - maxpool2].
 
@@ -67,7 +87,7 @@ class Conv4(nn.Module):
             x = conv_bn_eval(conv, norm, x) if folds(norm) else norm(conv(x))
             # relu(maxpool(x)) == maxpool(relu(x)), gradients included (ReLU is monotone and zeroes the gradient
             # wherever a window's max is <= 0), with the ReLU and its backward on 4x fewer values.
-            x = relu(pool(x)) if pooled_blocks is None or i < pooled_blocks else relu(x)
+            x = relu(pooled(pool, x, self.channels_last)) if pooled_blocks is None or i < pooled_blocks else relu(x)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -54,3 +54,22 @@ def test_eval_mode_folds_batch_norm_into_the_conv_up_to_rounding():
     torch.testing.assert_close(folded, textbook, rtol=1e-5, atol=1e-5)
     encoder.train()
     assert torch.equal(encoder.features(x), textbook_features(encoder, x, None))  # training: batch statistics
+
+
+def test_evaluation_max_pool_without_indices_is_exact():
+    """Under no_grad a channels_last Conv-4 pools even-sized maps by pairwise maxima: the same values as the kernel,
+    ties included (flat image regions give equal activations)."""
+    from fewshot_exp.encoders import max_pool_2x2_nhwc
+
+    x = torch.randn(3, 8, 6, 10).round(decimals=1).contiguous(memory_format=torch.channels_last)  # many ties
+    pooled = max_pool_2x2_nhwc(x)
+    assert torch.equal(pooled, torch.nn.functional.max_pool2d(x, 2))
+    assert pooled.is_contiguous(memory_format=torch.channels_last)
+
+    torch.manual_seed(0)
+    net = Conv4(1, hidden=8, out_channels=8).eval()
+    images = torch.rand(5, 1, 28, 28)  # 28 -> 14 -> 7 (odd: the kernel) -> 3 -> 1
+    images[:, :, :10] = 0.0  # a blank band, as on Omniglot's background
+    with torch.no_grad():
+        fast = net(images)
+    assert torch.equal(fast, net(images).detach())  # with autograd on, every block uses the kernel
