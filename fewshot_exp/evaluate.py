@@ -37,7 +37,8 @@ def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
 #: Images per forward when `batch_images` is None: on CPU, activations past the cache (and past glibc's 32 MB mmap
 #: threshold, which maps and faults in fresh pages on every forward) made bigger forwards slower per image:
 #: Conv-4 at 28 px on one thread of a 2-core EPYC, 95 ms per 5-way 5-shot 15-query episode with 4096 images per forward,
-#: 65 ms with 100 (`python -m benchmarks.run --rows protonet-eval` compares with the peer).
+#: 65 ms with 100 (`python -m benchmarks.run --rows protonet-eval` compares with the peer). With huge pages
+#: (fewshot_exp/allocator.py) 128 stayed the fastest: 12.4 ms per episode against 12.8 at 1024 and 30.1 at 8000.
 DEFAULT_BATCH_IMAGES = {"cuda": 4096, "cpu": 128}
 
 
