@@ -374,9 +374,8 @@ class TrainConfig:
     val_episodes: int = 200
     checkpoint_every: int = 250  # episodes between `last.pt` writes (also written on SIGTERM/SIGINT)
     amp: bool = False  # bf16 autocast on CUDA
-    init_from: str | None = (
-        None  # a run dir or .pt whose encoder weights this run starts from (fewshot_exp/pretrained.py)
-    )
+    # a run dir or .pt whose encoder weights this run starts from (fewshot_exp/pretrained.py)
+    init_from: str | None = None
 
 
 @dataclass
@@ -491,7 +490,7 @@ def validate(cfg: Any) -> None:
         _positive(f"train.{key}", cfg.train[key])
     if cfg.train.weight_decay < 0:
         raise UserError(f"train.weight_decay must be >= 0, got {cfg.train.weight_decay}")
-    if cfg.train.get("init_from"):
+    if cfg.train.get("init_from") and not cfg.get("resume"):  # a resumed run starts from its last.pt instead
         checkpoint_path(cfg.train.init_from, "train.init_from")
     _positive("eval.episodes", cfg.eval.episodes)
     if cfg.eval.batch_images is not None:

@@ -5,8 +5,8 @@ them, from a network pre-trained on the meta-training classes. Here the source i
 checkpoint (a run dir's best.pt, or a .pt file) with the same encoder: every parameter and buffer of the
 target's `encoder.` is copied from it; the rest of the target (a MAML head, a relation module, ...) keeps
 its fresh initialisation, and extra entries of the source (BatchNorm running statistics that MAML's
-per-task batch statistics do not use) are ignored. It only sets the starting point: resuming a run
-loads its own last.pt over it.
+per-task batch statistics do not use) are ignored. It only sets the starting point: a resumed run
+starts from its own last.pt and does not read this checkpoint (which may be gone by then).
 """
 
 from __future__ import annotations

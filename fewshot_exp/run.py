@@ -117,13 +117,13 @@ def run_experiment(
     splits = load_splits(cfg, device)
     episode_samplers = samplers(cfg, splits, cfg.seed)
     algorithm = build_algorithm(cfg, splits.train.images.shape[1], device)
-    if cfg.train.init_from:
-        init_encoder(algorithm, cfg.train.init_from, device)
     choices = choices or {}
     tags = [*cfg.logger.tags, *(f"{k}={choices[k]}" for k in ("algorithm", "dataset", "distance") if k in choices)]
     resume_from = resume_state(cfg, run_dir, device)
     if resume_from is not None:
         algorithm.load_state_dict(resume_from["algorithm"])
+    elif cfg.train.init_from:
+        init_encoder(algorithm, cfg.train.init_from, device)
     tracker = Tracker(
         run_dir,
         cfg.logger,

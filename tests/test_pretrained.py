@@ -58,3 +58,20 @@ def test_a_different_encoder_is_refused_in_one_line(tmp_path):
     save_checkpoint(tmp_path / "other.pt", {"algorithm": {"head.weight": torch.zeros(1)}})
     with pytest.raises(UserError, match="its model has no encoder.layers.0.0.weight"):
         init_encoder(target, str(tmp_path / "other.pt"), CPU)
+
+
+def test_through_the_command_line_and_resumed_without_the_source(glyphs_root, tmp_path):
+    from conftest import run_cli
+
+    tiny = ["train.episodes=4", "train.val_every=2", "train.val_episodes=2", "eval.episodes=2", "logger=none"]
+    tiny += ["encoder.hidden=8", "encoder.out_channels=8", f"dataset.root={glyphs_root}"]
+    source, run = tmp_path / "protonet", tmp_path / "protomaml"
+    assert run_cli(*tiny, f"hydra.run.dir={source}").returncode == 0
+    started = run_cli(*tiny, "algorithm=protomaml", f"train.init_from={source}", f"hydra.run.dir={run}")
+    assert started.returncode == 0, started.stderr[-2000:]
+    assert f"encoder initialised from {source / 'best.pt'}" in started.stdout + started.stderr
+    (source / "best.pt").unlink()  # a resumed run continues from its own last.pt: the source is not read again
+    resumed = run_cli(*tiny, "algorithm=protomaml", f"train.init_from={source}", f"resume={run}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    log = resumed.stdout + resumed.stderr
+    assert "encoder initialised" not in log and "resuming" in log
