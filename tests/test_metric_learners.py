@@ -292,7 +292,7 @@ def test_relation_mse_loss_equals_hand_formula():
         for j in range(12)
         for c in range(4)
     ) / (3 * 12 * 4)
-    assert float(model.loss(scores, ep)) == pytest.approx(by_hand, rel=1e-12)
+    assert float(model.loss(scores, ep).detach()) == pytest.approx(by_hand, rel=1e-12)
 
 
 # --------------------------------------------------------------------------------------------- Siamese network
