@@ -335,7 +335,7 @@ def test_siamese_bce_pair_loss_equals_hand_computation(pairs):
     pos = [-math.log(hand_p(images[i], images[j], alpha, beta)) for i, j in index if labels[i] == labels[j]]
     neg = [-math.log(1 - hand_p(images[i], images[j], alpha, beta)) for i, j in index if labels[i] != labels[j]]
     expected = 0.5 * sum(pos) / len(pos) + 0.5 * sum(neg) / len(neg)
-    assert float(model.loss(model(ep), ep)) == pytest.approx(expected, rel=1e-12)
+    assert float(model.loss(model(ep), ep).detach()) == pytest.approx(expected, rel=1e-12)
 
 
 def test_siamese_contrastive_loss_equals_hand_computation():
@@ -349,7 +349,7 @@ def test_siamese_contrastive_loss_equals_hand_computation():
             d = math.dist(images[i], images[j]) / math.sqrt(0.5)
             (pos if labels[i] == labels[j] else neg).append(d**2 if labels[i] == labels[j] else max(0, 2.0 - d) ** 2)
     expected = 0.5 * sum(pos) / len(pos) + 0.5 * sum(neg) / len(neg)
-    assert float(model.loss(model(ep), ep)) == pytest.approx(expected, rel=1e-12)
+    assert float(model.loss(model(ep), ep).detach()) == pytest.approx(expected, rel=1e-12)
     with pytest.raises(UserError, match="distance=l2 or distance=cosine"):
         siamese_model(loss="contrastive", distance=Distance("dot"))
 
@@ -367,7 +367,7 @@ def test_siamese_classifies_by_most_similar_support_image(loss):
         for j in range(7):
             x = query[t, j].tolist()
             if loss == "bce":
-                alpha, beta = model.head.weight[0].tolist(), float(model.head.bias)
+                alpha, beta = model.head.weight[0].tolist(), float(model.head.bias.detach())
                 p = [hand_p(x, s, alpha, beta) for s in support[t].tolist()]
             else:
                 p = [math.exp(-(math.dist(x, s) ** 2)) for s in support[t].tolist()]
