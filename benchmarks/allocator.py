@@ -24,7 +24,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +38,7 @@ WORKLOADS = {
 }
 
 
-def build(contender: str, size: int, channels: int):  # noqa: ANN201 (a step function)
+def build(contender: str, size: int, channels: int) -> Callable[[], Any]:
     import torch
 
     from benchmarks import ours, peers
