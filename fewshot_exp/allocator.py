@@ -15,12 +15,10 @@ CUDA tensors. Measured on whole steps: `python -m benchmarks.allocator`.
 from __future__ import annotations
 
 import os
-import sys
 
 VARIABLE = "THP_MEM_ALLOC_ENABLE"
 
 
-def use_huge_pages() -> bool:
-    """Ask PyTorch for huge pages unless the user decided; True when they will be used by this process."""
+def use_huge_pages() -> None:
+    """Ask PyTorch for huge pages unless the user decided (it acts on Linux only)."""
     os.environ.setdefault(VARIABLE, "1")
-    return os.environ[VARIABLE] == "1" and sys.platform == "linux"

@@ -477,6 +477,13 @@ def _positive(name: str, value: Any) -> None:
         raise UserError(f"{name} must be positive, got {value}")
 
 
+def head_outputs(cfg: Any) -> int | None:
+    """Rows of a learned head (maml, fomaml, reptile): max(n_way, train_n_way); None for algorithms without one."""
+    if cfg.algorithm.get("n_way") is None:
+        return None
+    return max(cfg.algorithm.n_way, cfg.algorithm.get("train_n_way") or 0)
+
+
 def validate(cfg: Any) -> None:
     """Range and consistency checks that types alone cannot express; raises UserError."""
     for prefix, shape in (("episode", cfg.episode), ("train.episode", train_shape(cfg))):
@@ -505,9 +512,10 @@ def validate(cfg: Any) -> None:
     _positive("distance.temperature", cfg.distance.temperature)
     if cfg.viz and cfg.viz_projection == Projection.tsne and importlib.util.find_spec("sklearn") is None:
         raise UserError("viz_projection=tsne needs scikit-learn: pip install scikit-learn (or use viz_projection=pca)")
-    if cfg.algorithm.get("n_way") is not None:  # a learned head (maml, fomaml, reptile) needs a row per class
+    outputs = head_outputs(cfg)
+    if outputs is not None:  # a learned head (maml, fomaml, reptile) needs a row per class
         need = max(cfg.episode.n_way, train_shape(cfg).n_way, 20 if cfg.eval.lake_runs else 0)
-        if max(cfg.algorithm.n_way, cfg.algorithm.get("train_n_way") or 0) < need:
+        if outputs < need:
             raise UserError(
                 f"algorithm.n_way={cfg.algorithm.n_way} gives the head fewer outputs than the {need} "
                 f"classes of the largest episode (20 for eval.lake_runs); set algorithm.n_way={need}"

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from fewshot_exp.build import build_algorithm, load_splits, samplers, select_device
 from fewshot_exp.checkpoint import checkpoint_path, load_checkpoint
-from fewshot_exp.config import train_shape, validate
+from fewshot_exp.config import head_outputs, train_shape, validate
 from fewshot_exp.data.episodes import EpisodeSampler, check_shape
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
@@ -70,11 +70,10 @@ def shapes(cfg: Any) -> list[tuple[int, int]]:
     for name, values in (("eval.n_ways", n_ways), ("eval.k_shots", k_shots)):
         if any(v < 1 for v in values):
             raise UserError(f"{name}={values}: every value must be positive")
-    head = cfg.algorithm.get("n_way")  # a learned head (maml, fomaml, reptile) has a row per class it was built for
-    if head is not None and max(n_ways) > max(head, cfg.algorithm.get("train_n_way") or 0):
+    outputs = head_outputs(cfg)
+    if outputs is not None and max(n_ways) > outputs:
         raise UserError(
-            f"eval.n_ways={n_ways}: this checkpoint's head has {max(head, cfg.algorithm.get('train_n_way') or 0)} "
-            "outputs; evaluate at most that many classes"
+            f"eval.n_ways={n_ways}: this checkpoint's head has {outputs} outputs; evaluate at most that many classes"
         )
     return list(itertools.product(n_ways, k_shots))
 
