@@ -30,11 +30,16 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: workload -> (what it times, our contender, the peer's contender); 5-way 5-shot 15-query at --size px
+#: workload -> (what it times, our contender, the peer's contender, the peer's package); 5-way 5-shot 15-query
 WORKLOADS = {
-    "protonet-train": ("ProtoNet training step", "ours-protonet-train", "easyfsl-train"),
-    "protonet-eval": ("ProtoNet evaluation, 8 episodes", "ours-protonet-eval", "easyfsl-eval"),
-    "maml-2nd-order": ("second-order MAML meta-step, 1 task, 1 inner step", "ours-maml-2nd", "higher-maml-2nd"),
+    "protonet-train": ("ProtoNet training step", "ours-protonet-train", "easyfsl-train", "easyfsl"),
+    "protonet-eval": ("ProtoNet evaluation, 8 episodes", "ours-protonet-eval", "easyfsl-eval", "easyfsl"),
+    "maml-2nd-order": (
+        "second-order MAML meta-step, 1 task, 1 inner step",
+        "ours-maml-2nd",
+        "higher-maml-2nd",
+        "higher",
+    ),
 }
 
 
@@ -82,7 +87,7 @@ def measure(contender: str, huge_pages: bool, args: argparse.Namespace) -> float
 
 
 def summary(workload: str, seconds: dict[str, dict[str, list[float]]], peer_missing: str | None) -> dict:
-    what, mine, theirs = WORKLOADS[workload]
+    what, mine, theirs, _ = WORKLOADS[workload]
     ms = {(c, s): statistics.median(seconds[c][s]) * 1e3 for c in seconds for s in ("on", "off")}
     row = {
         "workload": workload,
@@ -121,8 +126,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from benchmarks.peers import missing
 
-    absent = {w: missing("easyfsl" if WORKLOADS[w][2].startswith("easyfsl") else "higher") for w in args.workloads}
-    contenders = [c for w in args.workloads for c in WORKLOADS[w][1:] if not (c == WORKLOADS[w][2] and absent[w])]
+    absent = {w: missing(WORKLOADS[w][3]) for w in args.workloads}
+    contenders = [c for w in args.workloads for c in WORKLOADS[w][1:3] if not (c == WORKLOADS[w][2] and absent[w])]
     load_before = os.getloadavg()
     seconds = {c: {"on": [], "off": []} for c in contenders}
     for _ in range(args.rounds):
