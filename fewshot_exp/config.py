@@ -176,6 +176,7 @@ class Conv4Config(EncoderConfig):
     hidden: int = 64
     out_channels: int = 64
     channels_last: bool = True
+    fuse_norm_pool: bool = True  # training on CPU: BN + max-pool + ReLU as one function (fewshot_exp/norm_pool.py)
 
 
 @dataclass

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fewshot_exp.norm_pool import batch_norm_max_pool_relu, fusable
+
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(
@@ -59,10 +61,19 @@ class Conv4(nn.Module):
     `channels_last` runs the convolutions in NHWC memory format (faster on CPU and GPU).
     Each block runs as conv - BN - maxpool - ReLU, which gives bit-identical outputs and gradients
     (tests/test_encoders.py) and is faster on CPU (`python -m benchmarks.run`); in eval mode the BN
-    (running statistics) is folded into the conv.
+    (running statistics) is folded into the conv. In training on CPU, `fuse_norm_pool` runs BN, max-pool and
+    ReLU as one autograd function (`fewshot_exp.norm_pool`: the same function up to float rounding, fewer passes
+    over the conv output); `fuse_norm_pool=False` keeps the modules' own kernels.
     """
 
-    def __init__(self, in_channels: int = 1, hidden: int = 64, out_channels: int = 64, channels_last: bool = True):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        hidden: int = 64,
+        out_channels: int = 64,
+        channels_last: bool = True,
+        fuse_norm_pool: bool = True,
+    ):
         super().__init__()
         self.layers = nn.Sequential(
             conv_block(in_channels, hidden),
@@ -72,6 +83,7 @@ class Conv4(nn.Module):
         )
         self.out_channels = out_channels
         self.channels_last = channels_last
+        self.fuse_norm_pool = fuse_norm_pool
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -84,10 +96,16 @@ class Conv4(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for i, (conv, norm, relu, pool) in enumerate(self.layers):
+            pools = pooled_blocks is None or i < pooled_blocks
+            if (
+                pools and self.fuse_norm_pool and fusable(norm, pool, x)
+            ):  # training-mode BN, max-pool and ReLU as one function
+                x = batch_norm_max_pool_relu(norm, pool, conv(x))
+                continue
             x = conv_bn_eval(conv, norm, x) if folds(norm) else norm(conv(x))
             # relu(maxpool(x)) == maxpool(relu(x)), gradients included (ReLU is monotone and zeroes the gradient
             # wherever a window's max is <= 0), with the ReLU and its backward on 4x fewer values.
-            x = relu(pooled(pool, x, self.channels_last)) if pooled_blocks is None or i < pooled_blocks else relu(x)
+            x = relu(pooled(pool, x, self.channels_last)) if pools else relu(x)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
