@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call
 
 from fewshot_exp.algorithms.base import class_means
-from fewshot_exp.algorithms.maml import MAML, ProtoMAML, TaskBatchNorm
+from fewshot_exp.algorithms.maml import MAML, ProtoMAML, TaskBatchNorm, channels_last_4d
 from fewshot_exp.algorithms.protonet import ProtoNet
 from fewshot_exp.algorithms.reptile import Reptile
 from fewshot_exp.data.episodes import Episode
@@ -300,6 +300,66 @@ def test_adaptation_changes_no_meta_parameter_or_buffer_and_tasks_are_independen
             torch.testing.assert_close(algorithm(task(ep, t))[0], logits[t])
     for k, v in algorithm.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_channels_last_batch_norm_by_rows_is_batch_norm_to_second_order():
+    """TaskBatchNorm runs a channels_last map as batch norm of its [N*H*W, C] rows (the fast layout for its double
+    backward): the same outputs, gradients and second derivatives as the 4-d call on the NCHW map."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, 6, dtype=torch.float64)
+    weight, bias = torch.rand(4, dtype=torch.float64) + 0.5, torch.randn(4, dtype=torch.float64)
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        norm = TaskBatchNorm(nn.BatchNorm2d(4).double())
+        with torch.no_grad():
+            norm.weight.copy_(weight)
+            norm.bias.copy_(bias)
+        xi, wi = x.contiguous(memory_format=layout).requires_grad_(), norm.weight
+        assert channels_last_4d(xi) == (layout == torch.channels_last)  # which path runs
+        out = norm(xi)
+        assert out.is_contiguous(memory_format=layout)
+        gx, gw = torch.autograd.grad((out * torch.cos(out)).sum(), (xi, wi), create_graph=True)
+        second = torch.autograd.grad((gx.pow(2).sum() + gw.pow(2).sum()), (xi, wi))
+        results.append([out, gx, gw, *second])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_second_order_meta_gradient_of_a_channels_last_conv4_equals_finite_differences():
+    """The CPU default: a channels_last Conv-4, tasks looped, batch norm by rows through the double backward."""
+    torch.manual_seed(0)
+    algorithm = MAML(
+        Conv4(hidden=4, out_channels=4),
+        Distance("l2"),
+        inner_steps=2,
+        inner_lr=0.3,
+        n_way=N_WAY,
+        embedding_dim=4,
+        vectorize=False,
+    ).double()
+    with torch.no_grad():
+        for p in algorithm.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    assert algorithm.encoder.channels_last
+    ep = upsampled(episode())
+    algorithm.train()
+    analytic = meta_gradient(algorithm, ep)
+    params = list(algorithm.parameters())
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        v = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
+        h = 1e-6
+        with torch.no_grad():
+            for p, vi in zip(params, v):
+                p += h * vi
+            plus = float(meta_loss(algorithm, ep))
+            for p, vi in zip(params, v):
+                p -= 2 * h * vi
+            minus = float(meta_loss(algorithm, ep))
+            for p, vi in zip(params, v):
+                p += h * vi
+        directional = float(sum((a * vi).sum() for a, vi in zip(analytic, v)))
+        assert directional == pytest.approx((plus - minus) / (2 * h), rel=1e-5, abs=1e-8)
 
 
 # --- vmap --------------------------------------------------------------------------------------
