@@ -8,7 +8,7 @@ import sys
 
 from conftest import REPO
 
-from benchmarks import run
+from benchmarks import fusion, run
 
 ROWS = {"protonet-train-16px", "protonet-eval-16px", "maml-1step-16px", "maml-5step-16px"}
 
@@ -68,3 +68,14 @@ def test_a_peer_that_does_not_import_is_reported_as_skipped(tmp_path):
         check_row(row)
         assert not any(k.endswith("over peer") for k in row["ratios"])
     assert "skipped" in done.stdout
+
+
+def test_fusion_benchmark_times_each_default_against_what_ran_before(tmp_path, capsys):
+    out = tmp_path / "fusion.json"
+    fusion.main(["--smoke", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"Conv-4 training step 16 px", "2nd-order MAML meta-step 16 px"}
+    assert list(rows["Conv-4 training step 16 px"]) == ["fused", "unfused"]
+    assert list(rows["2nd-order MAML meta-step 16 px"]) == ["channels_last, BN by rows", "NCHW"]
+    assert all(times and all(t > 0 for t in times) for row in rows.values() for times in row.values())
+    assert "speed-up" in capsys.readouterr().out

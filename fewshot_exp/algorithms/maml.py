@@ -50,7 +50,9 @@ Implementation:
   with the task's query statistics (transductive within a task, never across tasks). The encoder's
   BatchNorm layers are replaced at construction by `TaskBatchNorm` (`track_running_stats=False`
   semantics, same affine parameters): they keep no running buffers, so `eval()` changes nothing,
-  and no task can leak into another task or into the module's state.
+  and no task can leak into another task or into the module's state. A channels_last map is normalised as
+  the [N*H*W, C] rows of its NHWC memory (`batch_norm_rows`), whose double backward is fast on CPU, so
+  second-order MAML keeps the encoder's channels_last convolutions and max-pool.
 - Tasks of a meta-batch run one at a time (`vectorize: false`) or together with `torch.func.vmap`
   (`vectorize: true`); both give the same numbers. Under vmap, batch norm runs as composite ops,
   because the fused kernel's double backward is wrong there (see TaskBatchNorm). `vectorize: null`

@@ -1,0 +1,88 @@
+"""The two layout/fusion defaults on and off, timed in one process, interleaved (benchmarks/timing.py).
+
+    python -m benchmarks.fusion [--threads 2] [--quick | --smoke] [--out benchmarks/fusion.json]
+
+- Conv-4 training step (forward, backward, Adam) on 5-way 5-shot 15-query images, with `fuse_norm_pool` on (BN,
+  max-pool and ReLU as one function, fewshot_exp/norm_pool.py) and off (the modules' own kernels), both channels_last.
+- Second-order MAML meta-step (1 task, 1 inner step) with the channels_last encoder, whose TaskBatchNorm runs as
+  batch norm of [N*H*W, C] rows, and with an NCHW encoder (what second-order MAML ran on CPU before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+from benchmarks import ours
+from benchmarks.cases import Shape
+from benchmarks.timing import interleaved_times, median
+from fewshot_exp.algorithms.maml import MAML
+from fewshot_exp.distances import Distance
+from fewshot_exp.encoders import Conv4
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def conv4_train(shape: Shape, fuse: bool) -> object:
+    net = Conv4(shape.channels, shape.hidden, shape.hidden, fuse_norm_pool=fuse).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.rand(shape.images_per_task, shape.channels, shape.size, shape.size)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        net(x).sum().backward()
+        optimizer.step()
+
+    return step
+
+
+def maml_second_order(shape: Shape, channels_last: bool) -> object:
+    encoder = Conv4(shape.channels, shape.hidden, shape.hidden, channels_last=channels_last)
+    algorithm = MAML(encoder, Distance("l2"), inner_steps=shape.inner_steps, n_way=shape.way, image_size=shape.size)
+    return ours.train_loop_step(algorithm, shape, torch.device("cpu"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="28 px only, short budgets")
+    group.add_argument("--smoke", action="store_true", help="tiny shapes, one round (for the tests)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "fusion.json")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = [(16, 1)] if args.smoke else [(28, 1)] if args.quick else [(28, 1), (84, 3)]
+    budget = 0.0 if args.smoke else 3.0 if args.quick else 20.0
+    small = {"way": 3, "shot": 1, "query": 2, "hidden": 8} if args.smoke else {}
+    rows, started, load = [], time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
+    for size, channels in sizes:
+        shape = Shape(size, channels, **small)
+        steps = {"fused": conv4_train(shape, True), "unfused": conv4_train(shape, False)}
+        rows.append((f"Conv-4 training step {size} px", interleaved_times(steps, torch.device("cpu"), budget, 3, 25)))
+    size, channels = sizes[-1]
+    shape = Shape(size, channels, tasks=1, inner_steps=1, **small)
+    steps = {"channels_last, BN by rows": maml_second_order(shape, True), "NCHW": maml_second_order(shape, False)}
+    rows.append((f"2nd-order MAML meta-step {size} px", interleaved_times(steps, torch.device("cpu"), budget, 3, 10)))
+
+    table, report = [], {"started": started, "load_before": load, "threads": torch.get_num_threads(), "rows": {}}
+    for name, times in rows:  # each: the default, then what ran before
+        (new, new_t), (old, old_t) = times.items()
+        table.append([name, f"{new}: {1000 * median(new_t):.1f}", f"{old}: {1000 * median(old_t):.1f}",
+                      f"{median(old_t) / median(new_t):.2f}x"])  # fmt: skip
+        report["rows"][name] = {label: [round(1000 * t, 3) for t in ts] for label, ts in times.items()}
+    report["load_after"] = os.getloadavg()
+    print(tabulate(table, headers=["workload", "default (ms)", "before (ms)", "speed-up"], disable_numparse=True))
+    print(f"{torch.get_num_threads()} threads, load {load[0]:.2f} -> {report['load_after'][0]:.2f}")
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
