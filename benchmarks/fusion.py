@@ -4,8 +4,9 @@
 
 - Conv-4 training step (forward, backward, Adam) on 5-way 5-shot 15-query images, with `fuse_norm_pool` on (BN,
   max-pool and ReLU as one function, fewshot_exp/norm_pool.py) and off (the modules' own kernels), both channels_last.
-- Second-order MAML meta-step (1 task, 1 inner step) with the channels_last encoder, whose TaskBatchNorm runs as
-  batch norm of [N*H*W, C] rows, and with an NCHW encoder (what second-order MAML ran on CPU before).
+- Second-order MAML meta-step (1 task; 1 and 5 inner steps) with the channels_last encoder, whose TaskBatchNorm runs
+  as batch norm of [N*H*W, C] rows with the short double backward of fewshot_exp/task_batch_norm.py, and with an NCHW
+  encoder and plain F.batch_norm (`TaskBatchNorm.fast = False`: what second-order MAML ran on CPU before).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tabulate import tabulate
 from benchmarks import ours
 from benchmarks.cases import Shape
 from benchmarks.timing import interleaved_times, median
-from fewshot_exp.algorithms.maml import MAML
+from fewshot_exp.algorithms.maml import MAML, TaskBatchNorm
 from fewshot_exp.distances import Distance
 from fewshot_exp.encoders import Conv4
 
@@ -42,10 +43,19 @@ def conv4_train(shape: Shape, fuse: bool) -> object:
     return step
 
 
-def maml_second_order(shape: Shape, channels_last: bool) -> object:
-    encoder = Conv4(shape.channels, shape.hidden, shape.hidden, channels_last=channels_last)
+def maml_second_order(shape: Shape, fast: bool) -> object:
+    encoder = Conv4(shape.channels, shape.hidden, shape.hidden, channels_last=fast)
     algorithm = MAML(encoder, Distance("l2"), inner_steps=shape.inner_steps, n_way=shape.way, image_size=shape.size)
-    return ours.train_loop_step(algorithm, shape, torch.device("cpu"))
+    step = ours.train_loop_step(algorithm, shape, torch.device("cpu"))
+
+    def run() -> None:
+        TaskBatchNorm.fast = fast
+        try:
+            step()
+        finally:
+            TaskBatchNorm.fast = True
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,9 +77,12 @@ def main(argv: list[str] | None = None) -> None:
         steps = {"fused": conv4_train(shape, True), "unfused": conv4_train(shape, False)}
         rows.append((f"Conv-4 training step {size} px", interleaved_times(steps, torch.device("cpu"), budget, 3, 25)))
     size, channels = sizes[-1]
-    shape = Shape(size, channels, tasks=1, inner_steps=1, **small)
-    steps = {"channels_last, BN by rows": maml_second_order(shape, True), "NCHW": maml_second_order(shape, False)}
-    rows.append((f"2nd-order MAML meta-step {size} px", interleaved_times(steps, torch.device("cpu"), budget, 3, 10)))
+    for inner_steps in (1, 5):
+        shape = Shape(size, channels, tasks=1, inner_steps=inner_steps, **small)
+        steps = {"channels_last, BN rows, short 2nd backward": maml_second_order(shape, True)}
+        steps["NCHW, F.batch_norm"] = maml_second_order(shape, False)
+        name = f"2nd-order MAML meta-step {size} px, {inner_steps} step(s)"
+        rows.append((name, interleaved_times(steps, torch.device("cpu"), budget, 3, 10)))
 
     table, report = [], {"started": started, "load_before": load, "threads": torch.get_num_threads(), "rows": {}}
     for name, times in rows:  # each: the default, then what ran before

@@ -73,6 +73,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from fewshot_exp import task_batch_norm
 from fewshot_exp.algorithms.base import FewShotAlgorithm
 from fewshot_exp.data.episodes import Episode
 from fewshot_exp.errors import UserError
@@ -86,8 +87,12 @@ class TaskBatchNorm(nn.Module):
     Replaces a `BatchNorm*d` and keeps its affine parameters (same names, so `weight` and `bias` load from
     the same state-dict keys). With `composite = True` it is computed from mean/var ops instead of the fused
     kernel: under vmap, the fused kernel's double backward gives wrong gradients (pytorch/functorch#534;
-    measured here too, see tests/test_maml.py), while the composite ops are exact.
+    measured here too, see tests/test_maml.py), while the composite ops are exact. Otherwise (`fast`, the default)
+    a channels_last map is normalised as its [N*H*W, C] rows and the affine case uses `fewshot_exp.task_batch_norm`
+    (fused kernels, a short double backward); `fast = False` is plain F.batch_norm (benchmarks/fusion.py's reference).
     """
+
+    fast = True
 
     def __init__(self, bn: nn.modules.batchnorm._BatchNorm):
         super().__init__()
@@ -96,9 +101,11 @@ class TaskBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.composite:
+            if not self.fast:
+                return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
             if channels_last_4d(x):
                 return batch_norm_rows(x, self.weight, self.bias, self.eps)
-            return F.batch_norm(x, None, None, self.weight, self.bias, training=True, eps=self.eps)
+            return plain_batch_norm(x, self.weight, self.bias, self.eps)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         y = (x - x.mean(dims, keepdim=True)) * torch.rsqrt(x.var(dims, unbiased=False, keepdim=True) + self.eps)
@@ -119,8 +126,18 @@ def batch_norm_rows(
     against 3.93 s for the 4-d channels_last call and 1.03 s for NCHW (25 x 64 x 84 x 84, one thread), because the
     4-d channels_last backward kernels and the reductions of the double backward are slow in that layout."""
     n, c, h, w = x.shape
-    rows = F.batch_norm(x.permute(0, 2, 3, 1).reshape(n * h * w, c), None, None, weight, bias, training=True, eps=eps)
+    rows = plain_batch_norm(x.permute(0, 2, 3, 1).reshape(n * h * w, c), weight, bias, eps)
     return rows.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def plain_batch_norm(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+) -> torch.Tensor:
+    """Batch norm with batch statistics: with affine parameters, `fewshot_exp.task_batch_norm` (the fused kernels and
+    a short double backward), else F.batch_norm."""
+    if weight is not None and bias is not None:
+        return task_batch_norm.batch_norm(x, weight, bias, eps)
+    return F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
 
 
 def use_task_batch_norm(module: nn.Module) -> None:
