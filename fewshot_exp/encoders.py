@@ -97,10 +97,8 @@ class Conv4(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         for i, (conv, norm, relu, pool) in enumerate(self.layers):
             pools = pooled_blocks is None or i < pooled_blocks
-            if (
-                pools and self.fuse_norm_pool and fusable(norm, pool, x)
-            ):  # training-mode BN, max-pool and ReLU as one function
-                x = batch_norm_max_pool_relu(norm, pool, conv(x))
+            if pools and self.fuse_norm_pool and fusable(norm, pool, x):
+                x = batch_norm_max_pool_relu(norm, pool, conv(x))  # training-mode BN, max-pool and ReLU in one
                 continue
             x = conv_bn_eval(conv, norm, x) if folds(norm) else norm(conv(x))
             # relu(maxpool(x)) == maxpool(relu(x)), gradients included (ReLU is monotone and zeroes the gradient

@@ -17,8 +17,9 @@ V = mean(v) and W = mean(v u) (all per channel; A and B are g_beta / M and g_gam
               s = -r mean(h x_hat) - gamma r d_gamma / M,   mean(h x_hat) = B (a - 2 gamma r C),
 
 (x_hat and r depend on x: dx_hat_i/dx_j = r (delta_ij - 1/M - x_hat_i x_hat_j / M), dr/dx_j = -r^2 x_hat_j / M),
-about 11 passes: x_hat, three products summed, and the two linear combinations. tests/test_maml.py checks it
-against PyTorch's own double backward (gradgradcheck and the finite-difference meta-gradient tests).
+about 11 passes: x_hat, three products summed, and the two linear combinations. tests/test_task_batch_norm.py
+checks it by gradgradcheck and against PyTorch's own double backward; tests/test_maml.py's finite-difference
+meta-gradient tests run through it.
 """
 
 from __future__ import annotations

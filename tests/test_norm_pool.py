@@ -41,8 +41,8 @@ def test_gradient_matches_finite_differences(size, channels_last):
         mean, var = x.detach().mean((0, 2, 3)), x.detach().var((0, 2, 3), unbiased=False)
         return BatchNormMaxPoolReLU.apply(x, weight, bias, mean, var, 1e-5, (2, 2, 0, 1, False))
 
-    inputs = (x.requires_grad_(), norm.weight.detach().clone().requires_grad_(), norm.bias.detach().clone())
-    assert torch.autograd.gradcheck(f, (*inputs[:2], inputs[2].requires_grad_()), eps=1e-6, atol=1e-6)
+    weight, bias = (p.detach().clone().requires_grad_() for p in (norm.weight, norm.bias))
+    assert torch.autograd.gradcheck(f, (x.requires_grad_(), weight, bias), eps=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
