@@ -92,6 +92,27 @@ def meta_gradient(algorithm: MAML, ep: Episode) -> list[torch.Tensor]:
     return [p.grad.clone() for p in algorithm.parameters()]
 
 
+def assert_matches_finite_differences(algorithm: MAML, ep: Episode, directions: int, rel: float) -> None:
+    """The meta-gradient along random directions of the whole parameter vector equals central differences."""
+    analytic = meta_gradient(algorithm, ep)
+    params = list(algorithm.parameters())
+    g = torch.Generator().manual_seed(1)
+    for _ in range(directions):
+        v = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
+        h = 1e-6
+        with torch.no_grad():
+            for p, vi in zip(params, v):
+                p += h * vi
+            plus = float(meta_loss(algorithm, ep))
+            for p, vi in zip(params, v):
+                p -= 2 * h * vi
+            minus = float(meta_loss(algorithm, ep))
+            for p, vi in zip(params, v):
+                p += h * vi
+        directional = float(sum((a * vi).sum() for a, vi in zip(analytic, v)))
+        assert directional == pytest.approx((plus - minus) / (2 * h), rel=rel, abs=1e-8)
+
+
 def hand_inner_loop(algorithm: MAML, ep: Episode, t: int, steps: int, first_order: bool = False):
     """The task's adapted weights and query loss, written out with torch.autograd.grad on explicit tensors."""
     enc = dict(algorithm.encoder.named_parameters())
@@ -124,24 +145,7 @@ def test_second_order_meta_gradient_equals_finite_differences(cls, vectorize, me
     algorithm = make(cls, inner_steps=2, inner_lr=0.3, head_inner_lr=0.5, meta_sgd=meta_sgd, vectorize=vectorize)
     ep = episode()
     algorithm.train()
-    analytic = meta_gradient(algorithm, ep)
-    params = list(algorithm.parameters())
-    g = torch.Generator().manual_seed(1)
-    for _ in range(4):  # directional derivatives along random directions of the whole parameter vector
-        v = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
-        h = 1e-6
-        with torch.no_grad():
-            for p, vi in zip(params, v):
-                p += h * vi
-            plus = float(meta_loss(algorithm, ep))
-            for p, vi in zip(params, v):
-                p -= 2 * h * vi
-            minus = float(meta_loss(algorithm, ep))
-            for p, vi in zip(params, v):
-                p += h * vi
-        numeric = (plus - minus) / (2 * h)
-        directional = float(sum((a * vi).sum() for a, vi in zip(analytic, v)))
-        assert directional == pytest.approx(numeric, rel=1e-6, abs=1e-8)
+    assert_matches_finite_differences(algorithm, ep, directions=4, rel=1e-6)
 
 
 @pytest.mark.parametrize("cls", [MAML, ProtoMAML])
@@ -343,23 +347,7 @@ def test_second_order_meta_gradient_of_a_channels_last_conv4_equals_finite_diffe
     assert algorithm.encoder.channels_last
     ep = upsampled(episode())
     algorithm.train()
-    analytic = meta_gradient(algorithm, ep)
-    params = list(algorithm.parameters())
-    g = torch.Generator().manual_seed(1)
-    for _ in range(3):
-        v = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
-        h = 1e-6
-        with torch.no_grad():
-            for p, vi in zip(params, v):
-                p += h * vi
-            plus = float(meta_loss(algorithm, ep))
-            for p, vi in zip(params, v):
-                p -= 2 * h * vi
-            minus = float(meta_loss(algorithm, ep))
-            for p, vi in zip(params, v):
-                p += h * vi
-        directional = float(sum((a * vi).sum() for a, vi in zip(analytic, v)))
-        assert directional == pytest.approx((plus - minus) / (2 * h), rel=1e-5, abs=1e-8)
+    assert_matches_finite_differences(algorithm, ep, directions=3, rel=1e-5)
 
 
 # --- vmap --------------------------------------------------------------------------------------
