@@ -22,29 +22,16 @@ from tabulate import tabulate
 
 from benchmarks import ours
 from benchmarks.cases import Shape
+from benchmarks.run import SMOKE
 from benchmarks.timing import interleaved_times, median
 from fewshot_exp.algorithms.maml import MAML, TaskBatchNorm
 from fewshot_exp.distances import Distance
-from fewshot_exp.encoders import Conv4
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def conv4_train(shape: Shape, fuse: bool) -> object:
-    net = Conv4(shape.channels, shape.hidden, shape.hidden, fuse_norm_pool=fuse).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    x = torch.rand(shape.images_per_task, shape.channels, shape.size, shape.size)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        net(x).sum().backward()
-        optimizer.step()
-
-    return step
-
-
 def maml_second_order(shape: Shape, fast: bool) -> object:
-    encoder = Conv4(shape.channels, shape.hidden, shape.hidden, channels_last=fast)
+    encoder = ours.encoder(shape, channels_last=fast)
     algorithm = MAML(encoder, Distance("l2"), inner_steps=shape.inner_steps, n_way=shape.way, image_size=shape.size)
     step = ours.train_loop_step(algorithm, shape, torch.device("cpu"))
 
@@ -70,11 +57,15 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     sizes = [(16, 1)] if args.smoke else [(28, 1)] if args.quick else [(28, 1), (84, 3)]
     budget = 0.0 if args.smoke else 3.0 if args.quick else 20.0
-    small = {"way": 3, "shot": 1, "query": 2, "hidden": 8} if args.smoke else {}
+    small = SMOKE if args.smoke else {}
     rows, started, load = [], time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
     for size, channels in sizes:
         shape = Shape(size, channels, **small)
-        steps = {"fused": conv4_train(shape, True), "unfused": conv4_train(shape, False)}
+        images, cpu = shape.images_per_task, torch.device("cpu")
+        steps = {
+            "fused": ours.limit_train(shape, cpu, images),
+            "unfused": ours.limit_train(shape, cpu, images, fuse_norm_pool=False),
+        }
         rows.append((f"Conv-4 training step {size} px", interleaved_times(steps, torch.device("cpu"), budget, 3, 25)))
     size, channels = sizes[-1]
     for inner_steps in (1, 5):

@@ -35,8 +35,8 @@ def sampler(shape: Shape, device: torch.device, seed: int = 0) -> EpisodeSampler
     return EpisodeSampler(split, shape.way, shape.shot, shape.query, shape.tasks, generator, "benchmark")
 
 
-def encoder(shape: Shape, channels_last: bool = True) -> Conv4:
-    return Conv4(shape.channels, hidden=shape.hidden, out_channels=shape.hidden, channels_last=channels_last)
+def encoder(shape: Shape, channels_last: bool = True, fuse_norm_pool: bool = True) -> Conv4:
+    return Conv4(shape.channels, shape.hidden, shape.hidden, channels_last=channels_last, fuse_norm_pool=fuse_norm_pool)
 
 
 def train_loop_step(algorithm: FewShotAlgorithm, shape: Shape, device: torch.device) -> Callable[[], Any]:
@@ -79,9 +79,11 @@ def protonet_eval(shape: Shape, device: torch.device) -> Callable[[], Any]:
     return lambda: evaluate(algorithm, episodes, shape.episodes, shape.batch_images)
 
 
-def limit_train(shape: Shape, device: torch.device, images: int, channels_last: bool = True) -> Callable[[], Any]:
+def limit_train(
+    shape: Shape, device: torch.device, images: int, channels_last: bool = True, fuse_norm_pool: bool = True
+) -> Callable[[], Any]:
     """Encoder forward + backward + Adam step on a pre-built batch of `images` images."""
-    net = encoder(shape, channels_last).to(device).train()
+    net = encoder(shape, channels_last, fuse_norm_pool).to(device).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     x = torch.rand(images, shape.channels, shape.size, shape.size, device=device)
 

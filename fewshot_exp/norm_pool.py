@@ -30,9 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-
-def channel(v: torch.Tensor) -> torch.Tensor:
-    return v.view(1, -1, 1, 1)
+from fewshot_exp.task_batch_norm import per_channel
 
 
 def scatter_add_at(dx: torch.Tensor, indices: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
@@ -56,7 +54,7 @@ class BatchNormMaxPoolReLU(torch.autograd.Function):
         invstd = torch.rsqrt(var + eps)
         a = weight * invstd
         pooled, indices = F.max_pool2d_with_indices(x, *pool)
-        out = torch.addcmul(channel(bias - mean * a), pooled, channel(a)).relu_()
+        out = torch.addcmul(per_channel(bias - mean * a, x), pooled, per_channel(a, x)).relu_()
         ctx.save_for_backward(x, pooled, indices, out, weight, mean, invstd)
         return out
 
@@ -72,7 +70,7 @@ class BatchNormMaxPoolReLU(torch.autograd.Function):
         m = x.numel() // x.shape[1]
         c1 = -a * d_gamma * invstd / m
         c0 = -a * d_beta / m - c1 * mean
-        dx = scatter_add_at(torch.addcmul(channel(c0), x, channel(c1)), indices, g * channel(a))
+        dx = scatter_add_at(torch.addcmul(per_channel(c0, x), x, per_channel(c1, x)), indices, g * per_channel(a, x))
         return dx, d_gamma, d_beta, None, None, None, None
 
 
