@@ -16,7 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fewshot_exp.precision import float32
 
+
+@float32
 def squared_euclidean(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     # ||q||^2 - 2 q.p + ||p||^2, one batched matmul instead of a [T, Q, N, D] difference tensor.
     q2 = queries.pow(2).sum(-1, keepdim=True)  # [T, Q, 1]
@@ -24,10 +27,12 @@ def squared_euclidean(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.
     return (q2 - 2 * queries @ prototypes.transpose(1, 2) + p2).clamp_min(0)
 
 
+@float32
 def cosine_similarity(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     return F.normalize(queries, dim=-1) @ F.normalize(prototypes, dim=-1).transpose(1, 2)
 
 
+@float32
 def dot_product(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     return queries @ prototypes.transpose(1, 2)
 

@@ -58,8 +58,9 @@ class Progress:
 
 
 def autocast(device: torch.device, enabled: bool) -> Any:
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast of the training forward (`train.amp`) on CUDA and on CPU; fp32 when off."""
+    if enabled:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 

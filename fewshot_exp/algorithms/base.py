@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot_exp.data.episodes import Episode
+from fewshot_exp.precision import float32
 
 
+@float32
 def class_means(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
     """Mean embedding of each class: embeddings [T, S, D], labels [T, S] -> [T, N, D]."""
     one_hot = F.one_hot(labels, n_way).to(embeddings.dtype)  # [T, S, N]

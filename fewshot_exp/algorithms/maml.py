@@ -77,6 +77,7 @@ from fewshot_exp import task_batch_norm
 from fewshot_exp.algorithms.base import FewShotAlgorithm
 from fewshot_exp.data.episodes import Episode
 from fewshot_exp.errors import UserError
+from fewshot_exp.precision import float32
 
 Weights = dict[str, dict[str, torch.Tensor]]  # {"encoder": {name: tensor}, "head": {"weight": .., "bias": ..}}
 
@@ -172,6 +173,20 @@ def sgd_step(weights: Weights, grads: Weights, lrs: Weights) -> Weights:
 def one_hot(labels: torch.Tensor, n_way: int, dtype: torch.dtype) -> torch.Tensor:
     # F.one_hot checks the label values, which vmap cannot do; a comparison can be batched.
     return (labels.unsqueeze(-1) == torch.arange(n_way, device=labels.device)).to(dtype)
+
+
+@float32
+def linear_head(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Logits z W^T + b, in float32 under autocast (ProtoMAML's 2c.z - ||c||^2 cancels)."""
+    return F.linear(z, weight, bias)
+
+
+@float32
+def prototype_head(z: torch.Tensor, support_y: torch.Tensor, n_way: int) -> dict[str, torch.Tensor]:
+    """ProtoMAML's head init from support embeddings z [S, D]: W = 2c, b = -||c||^2 (c: class means)."""
+    one_hot_y = one_hot(support_y, n_way, z.dtype)  # [S, N]
+    prototypes = (one_hot_y.T @ z) / one_hot_y.sum(0).clamp_min(1).unsqueeze(1)  # [N, D]
+    return {"weight": 2 * prototypes, "bias": -prototypes.pow(2).sum(1)}
 
 
 def stack(outputs: list[Any]) -> Any:
@@ -271,7 +286,7 @@ class MAML(FewShotAlgorithm):
                 f"takes {weights['head']['weight'].shape[-1]}-d ones; set algorithm.image_size or "
                 "algorithm.embedding_dim"
             )
-        return F.linear(z, weights["head"]["weight"], weights["head"]["bias"])
+        return linear_head(z, weights["head"]["weight"], weights["head"]["bias"])
 
     def support_loss(self, weights: Weights, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits_with(weights, x)
@@ -289,9 +304,7 @@ class MAML(FewShotAlgorithm):
                 )
             return {"weight": self.head.weight[:n_way], "bias": self.head.bias[:n_way]}
         z = functional_call(self.encoder, encoder_weights, (support_x,))  # [S, D], un-adapted encoder
-        one_hot_y = one_hot(support_y, n_way, z.dtype)  # [S, N]
-        prototypes = (one_hot_y.T @ z) / one_hot_y.sum(0).clamp_min(1).unsqueeze(1)  # [N, D]
-        return {"weight": 2 * prototypes, "bias": -prototypes.pow(2).sum(1)}
+        return prototype_head(z, support_y, n_way)
 
     def inner_step(
         self, weights: Weights, lrs: Weights, x: torch.Tensor, y: torch.Tensor, second_order: bool

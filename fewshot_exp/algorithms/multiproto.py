@@ -42,6 +42,7 @@ from torch.func import grad
 from fewshot_exp.data.episodes import Episode
 from fewshot_exp.distances import squared_euclidean
 from fewshot_exp.errors import UserError
+from fewshot_exp.precision import float32
 
 from .base import FewShotAlgorithm
 
@@ -126,6 +127,7 @@ class MultiProto(FewShotAlgorithm):
         """q(x) = softmax_j(-||x - p_j||^2 / 2): embeddings [T, M, D], prototypes [T, J, D] -> [T, M, J]."""
         return torch.softmax(-squared_euclidean(x, prototypes) / 2, -1)
 
+    @float32
     def class_logits(self, x: torch.Tensor, prototypes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """w_l^T q(x), the logits of c(x) = softmax_l(w_l^T q(x)): weights [T, N, J] -> [T, M, N]."""
         return self.matching(x, prototypes) @ weights.transpose(1, 2)
@@ -171,6 +173,7 @@ class MultiProto(FewShotAlgorithm):
                 weights = weights.sign() * (weights.abs() - self.weight_lr * self.alpha).clamp_min(0)
         return prototypes, weights
 
+    @float32
     def fitted(self, support: torch.Tensor, support_y: torch.Tensor, n_way: int):
         """(prototypes [T, J, D], W [T, N, J], origin class [T, J]) fitted to the support set."""
         prototypes, origin = self.init_prototypes(support, support_y, n_way)
