@@ -29,9 +29,10 @@ format: ## ruff fix and format
 train: ## Train and test the default experiment (ProtoNet on glyphs); pass ARGS="key=value ..."
 	$(BIN)/python -m fewshot_exp $(ARGS)
 
-bench: ## Benchmarks vs easyfsl/higher (pip install -e ".[bench]"), fusion on/off, MAML loop vs vmap, huge pages on/off; ARGS="--quick" is shorter
+bench: ## Benchmarks vs easyfsl/higher (pip install -e ".[bench]"), fusion on/off, bf16 autocast on/off, MAML loop vs vmap, huge pages on/off; ARGS="--quick" is shorter
 	$(BIN)/python -m benchmarks.run $(ARGS)
 	$(BIN)/python -m benchmarks.fusion $(ARGS)
+	$(BIN)/python -m benchmarks.amp $(ARGS)
 	$(BIN)/python benchmarks/maml_vmap.py --tasks 4 --repeats 2
 	$(BIN)/python -m benchmarks.allocator
 

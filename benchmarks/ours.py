@@ -39,8 +39,10 @@ def encoder(shape: Shape, channels_last: bool = True, fuse_norm_pool: bool = Tru
     return Conv4(shape.channels, shape.hidden, shape.hidden, channels_last=channels_last, fuse_norm_pool=fuse_norm_pool)
 
 
-def train_loop_step(algorithm: FewShotAlgorithm, shape: Shape, device: torch.device) -> Callable[[], Any]:
-    """One episode of `fewshot_exp.train.train` (default Adam and StepLR settings), without logging."""
+def train_loop_step(
+    algorithm: FewShotAlgorithm, shape: Shape, device: torch.device, amp: bool = False
+) -> Callable[[], Any]:
+    """One episode of `fewshot_exp.train.train` (default Adam and StepLR settings, `train.amp`), without logging."""
     algorithm.to(device).train()
     episodes = sampler(shape, device)
     optimizer = torch.optim.Adam(algorithm.parameters(), lr=1e-3)
@@ -49,18 +51,18 @@ def train_loop_step(algorithm: FewShotAlgorithm, shape: Shape, device: torch.dev
 
     def step() -> None:
         episode = episodes.sample()
-        loss, logits = training_step(algorithm, episode, optimizer, device, amp=False)
+        loss, logits = training_step(algorithm, episode, optimizer, device, amp)
         scheduler.step()
         progress.add(loss, logits, episode)
 
     return step
 
 
-def protonet_train(shape: Shape, device: torch.device) -> Callable[[], Any]:
-    return train_loop_step(ProtoNet(encoder(shape), Distance("l2")), shape, device)
+def protonet_train(shape: Shape, device: torch.device, amp: bool = False) -> Callable[[], Any]:
+    return train_loop_step(ProtoNet(encoder(shape), Distance("l2")), shape, device, amp)
 
 
-def maml_train(shape: Shape, device: torch.device, first_order: bool) -> Callable[[], Any]:
+def maml_train(shape: Shape, device: torch.device, first_order: bool, amp: bool = False) -> Callable[[], Any]:
     algorithm = MAML(
         encoder(shape),
         Distance("l2"),
@@ -69,7 +71,7 @@ def maml_train(shape: Shape, device: torch.device, first_order: bool) -> Callabl
         n_way=shape.way,
         image_size=shape.size,
     )
-    return train_loop_step(algorithm, shape, device)
+    return train_loop_step(algorithm, shape, device, amp)
 
 
 def protonet_eval(shape: Shape, device: torch.device) -> Callable[[], Any]:

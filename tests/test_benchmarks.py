@@ -8,7 +8,7 @@ import sys
 
 from conftest import REPO
 
-from benchmarks import fusion, run
+from benchmarks import amp, fusion, run
 
 ROWS = {"protonet-train-16px", "protonet-eval-16px", "maml-1step-16px", "maml-5step-16px"}
 
@@ -80,3 +80,16 @@ def test_fusion_benchmark_times_each_default_against_what_ran_before(tmp_path, c
     assert all(list(rows[m]) == ["channels_last, BN rows, short 2nd backward", "NCHW, F.batch_norm"] for m in maml)
     assert all(times and all(t > 0 for t in times) for row in rows.values() for times in row.values())
     assert "speed-up" in capsys.readouterr().out
+
+
+def test_amp_benchmark_times_float32_against_bf16_autocast(tmp_path, capsys):
+    out = tmp_path / "amp.json"
+    amp.main(["--smoke", "--out", str(out)])
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    maml = [f"MAML {order}-order meta-step 16 px, 4 tasks" for order in ("2nd", "1st")]
+    assert set(rows) == {"ProtoNet training step 16 px", *maml}
+    assert all(list(row) == ["float32", "bf16 autocast"] for row in rows.values())
+    assert all(times and all(t > 0 for t in times) for row in rows.values() for times in row.values())
+    assert isinstance(report["cpu_bf16_flags"], list)
+    assert "CPU bf16 flags" in capsys.readouterr().out

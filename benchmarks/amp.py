@@ -1,0 +1,87 @@
+"""`train.amp` (bf16 autocast of the training forward) off and on, timed in one process, interleaved
+(benchmarks/timing.py), on the device given.
+
+    python -m benchmarks.amp [--threads 2] [--device cpu|cuda] [--quick | --smoke] [--out benchmarks/amp.json]
+
+Rows: the ProtoNet training step as the loop runs it (benchmarks/ours.py) at 28 px and 84 px, and the
+second-order and first-order MAML meta-steps (meta-batch 4, 1 inner step). bf16 is fast only on hardware with
+bf16 arithmetic (CUDA GPUs from Ampere on; x86 CPUs with AVX512-BF16 or AMX): the JSON records the CPU's flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+from benchmarks import ours
+from benchmarks.cases import Shape
+from benchmarks.run import SMOKE
+from benchmarks.timing import interleaved_times, median
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bf16_flags() -> list[str]:
+    """The CPU's bf16-related flags from /proc/cpuinfo (empty where there is none, or no such file)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    return sorted(set(re.findall(r"\b(avx512_bf16|amx_bf16|amx_tile)\b", text)))
+
+
+def workloads(args: argparse.Namespace) -> list[tuple[str, partial]]:
+    small = SMOKE if args.smoke else {}
+    sizes = [(16, 1)] if args.smoke else [(28, 1)] if args.quick else [(28, 1), (84, 3)]
+    out = [(f"ProtoNet training step {s} px", partial(ours.protonet_train, Shape(s, c, **small))) for s, c in sizes]
+    s, c = sizes[-1]
+    maml = Shape(s, c, tasks=4, **small)
+    for order, first in (("2nd", False), ("1st", True)):
+        out.append((f"MAML {order}-order meta-step {s} px, 4 tasks", partial(ours.maml_train, maml, first_order=first)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="28 px only, short budgets")
+    group.add_argument("--smoke", action="store_true", help="tiny shapes, one round (for the tests)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "amp.json")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    budget = 0.0 if args.smoke else 3.0 if args.quick else 20.0
+    started, load = time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
+    report = {"started": started, "load_before": load, "device": str(device), "threads": torch.get_num_threads()}
+    report |= {"cpu_bf16_flags": bf16_flags(), "rows": {}}
+    table = []
+    for name, factory in workloads(args):
+        steps = {"float32": factory(device, amp=False), "bf16 autocast": factory(device, amp=True)}
+        times = interleaved_times(steps, device, budget, 3, 50)
+        fp32, bf16 = median(times["float32"]), median(times["bf16 autocast"])
+        table.append([name, f"{1000 * fp32:.1f}", f"{1000 * bf16:.1f}", f"{fp32 / bf16:.2f}x"])
+        report["rows"][name] = {label: [round(1000 * t, 3) for t in ts] for label, ts in times.items()}
+    report["load_after"] = os.getloadavg()
+    print(
+        tabulate(table, headers=["workload", "float32 (ms)", "bf16 autocast (ms)", "speed-up"], disable_numparse=True)
+    )
+    flags = ", ".join(report["cpu_bf16_flags"]) or "none"
+    after = report["load_after"][0]
+    print(f"{device}, {torch.get_num_threads()} threads, CPU bf16 flags: {flags}, load {load[0]:.2f} -> {after:.2f}")
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
