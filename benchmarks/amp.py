@@ -24,7 +24,7 @@ from tabulate import tabulate
 from benchmarks import ours
 from benchmarks.cases import Shape
 from benchmarks.run import SMOKE
-from benchmarks.timing import interleaved_times, median
+from benchmarks.timing import interleaved_times, median, on_off_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,8 +39,7 @@ def bf16_flags() -> list[str]:
 
 
 def workloads(args: argparse.Namespace) -> list[tuple[str, partial]]:
-    small = SMOKE if args.smoke else {}
-    sizes = [(16, 1)] if args.smoke else [(28, 1)] if args.quick else [(28, 1), (84, 3)]
+    small, sizes = SMOKE if args.smoke else {}, args.sizes
     out = [(f"ProtoNet training step {s} px", partial(ours.protonet_train, Shape(s, c, **small))) for s, c in sizes]
     s, c = sizes[-1]
     maml = Shape(s, c, tasks=4, **small)
@@ -50,18 +49,8 @@ def workloads(args: argparse.Namespace) -> list[tuple[str, partial]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="28 px only, short budgets")
-    group.add_argument("--smoke", action="store_true", help="tiny shapes, one round (for the tests)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "amp.json")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    budget = 0.0 if args.smoke else 3.0 if args.quick else 20.0
+    args = on_off_arguments(__doc__, REPO / "benchmarks" / "amp.json", argv, device=True)
+    device, budget = torch.device(args.device), args.budget
     started, load = time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
     report = {"started": started, "load_before": load, "device": str(device), "threads": torch.get_num_threads()}
     report |= {"cpu_bf16_flags": bf16_flags(), "rows": {}}

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -23,7 +22,7 @@ from tabulate import tabulate
 from benchmarks import ours
 from benchmarks.cases import Shape
 from benchmarks.run import SMOKE
-from benchmarks.timing import interleaved_times, median
+from benchmarks.timing import interleaved_times, median, on_off_arguments
 from fewshot_exp.algorithms.maml import MAML, TaskBatchNorm
 from fewshot_exp.distances import Distance
 
@@ -46,17 +45,8 @@ def maml_second_order(shape: Shape, fast: bool) -> object:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None)
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="28 px only, short budgets")
-    group.add_argument("--smoke", action="store_true", help="tiny shapes, one round (for the tests)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "fusion.json")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    sizes = [(16, 1)] if args.smoke else [(28, 1)] if args.quick else [(28, 1), (84, 3)]
-    budget = 0.0 if args.smoke else 3.0 if args.quick else 20.0
+    args = on_off_arguments(__doc__, REPO / "benchmarks" / "fusion.json", argv)
+    sizes, budget = args.sizes, args.budget
     small = SMOKE if args.smoke else {}
     rows, started, load = [], time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
     for size, channels in sizes:

@@ -17,6 +17,7 @@ torch.cuda.max_memory_allocated minus the allocation at the start (tensors only,
 
 from __future__ import annotations
 
+import argparse
 import re
 import statistics
 import time
@@ -89,3 +90,22 @@ def peak_memory_mib(step: Callable[[], Any], device: torch.device) -> float | No
     before = _kib("VmRSS")
     step()
     return (_kib("VmHWM") - before) / 1024
+
+
+def on_off_arguments(doc: str, out: Path, argv: list[str] | None, device: bool = False) -> argparse.Namespace:
+    """The command line of an on/off comparison (benchmarks.fusion, benchmarks.amp): --threads, --quick | --smoke,
+    --out [, --device]. Sets the threads; adds `sizes` ((px, channels) of the rows) and `budget` (s per row)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None)
+    if device:
+        parser.add_argument("--device", default="cpu")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="28 px only, short budgets")
+    group.add_argument("--smoke", action="store_true", help="tiny shapes, one round (for the tests)")
+    parser.add_argument("--out", type=Path, default=out)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.sizes = [(16, 1)] if args.smoke else [(28, 1)] if args.quick else [(28, 1), (84, 3)]
+    args.budget = 0.0 if args.smoke else 3.0 if args.quick else 20.0
+    return args
