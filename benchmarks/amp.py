@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import time
 from functools import partial
 from pathlib import Path
@@ -23,19 +22,10 @@ from tabulate import tabulate
 
 from benchmarks import ours
 from benchmarks.cases import Shape
-from benchmarks.run import SMOKE
+from benchmarks.run import SMOKE, bf16_flags
 from benchmarks.timing import interleaved_times, median, on_off_arguments
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def bf16_flags() -> list[str]:
-    """The CPU's bf16-related flags from /proc/cpuinfo (empty where there is none, or no such file)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    return sorted(set(re.findall(r"\b(avx512_bf16|amx_bf16|amx_tile)\b", text)))
 
 
 def workloads(args: argparse.Namespace) -> list[tuple[str, partial]]:

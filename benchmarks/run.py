@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -209,11 +210,22 @@ def table(results: list[dict[str, Any]]) -> str:
     return tabulate(lines, headers=headers, disable_numparse=True)
 
 
+def cpuinfo() -> str:
+    """The text of /proc/cpuinfo ("" where there is no such file)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo().splitlines() if line.startswith("model name")]
     return names[0] if names else platform.processor()
+
+
+def bf16_flags() -> list[str]:
+    """The CPU's bf16-related flags (empty where there is none, or no /proc/cpuinfo)."""
+    return sorted(set(re.findall(r"\b(avx512_bf16|amx_bf16|amx_tile)\b", cpuinfo())))
 
 
 def machine(threads: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import torch
 
-F = TypeVar("F", bound=Callable[..., Any])
+Fn = TypeVar("Fn", bound=Callable[..., Any])
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
@@ -30,7 +30,7 @@ def autocasting() -> bool:
     return torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
 
 
-def float32(fn: F) -> F:
+def float32(fn: Fn) -> Fn:
     """`fn` in float32 when called under autocast (see the module docstring)."""
 
     @functools.wraps(fn)
