@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import forkserver
 import pytest
 import torch
 
@@ -38,14 +40,18 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(*overrides: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python -m fewshot_exp <overrides>` in a subprocess, W&B offline and quiet."""
-    env = cli_env()
-    return subprocess.run(
-        [sys.executable, "-m", "fewshot_exp", *overrides],
-        cwd=cwd or REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def run_cli(
+    *overrides: str, cwd: Path | None = None, timeout: int = 300, fresh: bool = False, code: str | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m fewshot_exp <overrides>` (or `python -c <code> <overrides>`) in its own process, W&B offline and
+    quiet: a fork of the test session's fork server (tests/forkserver.py), which has the imports done, or with
+    `fresh=True` a new interpreter, as a user starts it."""
+    argv = [sys.executable, *(["-c", code] if code is not None else ["-m", "fewshot_exp"]), *overrides]
+    if fresh:
+        return subprocess.run(argv, cwd=cwd or REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+    return fork_server().run(argv[1:], cli_env(), cwd or REPO, timeout, code)
+
+
+@functools.cache
+def fork_server() -> forkserver.Client:
+    return forkserver.Client(cli_env(), REPO)

@@ -15,7 +15,7 @@ TINY = ["train.episodes=30", "train.val_every=15", "train.log_every=10", "train.
 @pytest.fixture(scope="module")
 def default_run(glyphs_root, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("run") / "default"
-    proc = run_cli(*TINY, f"dataset.root={glyphs_root}", f"hydra.run.dir={run_dir}")
+    proc = run_cli(*TINY, f"dataset.root={glyphs_root}", f"hydra.run.dir={run_dir}", fresh=True)  # as a user starts it
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test accuracy:" in proc.stdout and "95% CI over 50 episodes" in proc.stdout
     return run_dir

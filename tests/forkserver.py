@@ -1,0 +1,139 @@
+"""A fork server for the command-line tests: one process imports what `python -m fewshot_exp` imports (torch
+and torch._dynamo alone take ~5 s on the 2-core CI machine), and every CLI run the tests ask for is a fork of
+it. Each run is still its own process, as a user's is: its own argv, environment, working directory, exit code,
+signals (a SIGKILL kills only it), stdout and stderr, and the normal interpreter exit (non-daemon threads
+joined, atexit handlers run). The server does no tensor work itself, so no OpenMP thread pool is copied
+into a child, and each child starts torch's thread pools from scratch with the default thread count.
+
+Protocol (one JSON object per line): the client writes {"argv", "env", "cwd", "stdout", "stderr", "code",
+"timeout"} (`code`: Python source to run as `__main__` instead of `-m fewshot_exp`); the server answers
+{"returncode", "timed_out"} when the child has ended (negative: killed by that signal, as in `subprocess`;
+a child still running after `timeout` seconds is killed). `Client` below is the tests' end of it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def preload() -> None:
+    """What a CLI run imports before it does any work (and what the optimizer's first step imports)."""
+    import hydra  # noqa: F401
+    import torch._dynamo  # noqa: F401  (imported by torch.optim's first step)
+    import torchvision  # noqa: F401
+    from hydra.core.global_hydra import GlobalHydra
+
+    import fewshot_exp.run  # noqa: F401
+    import fewshot_exp.sweep  # noqa: F401  (not fewshot_exp.__main__ itself: each child runs it as __main__)
+
+    assert not GlobalHydra.instance().is_initialized()
+
+
+def child(request: dict, channels: tuple) -> BaseException | None:
+    """Become the run the request describes; returns what ends it (None: it returned normally)."""
+    for channel in channels:  # the server's pipe ends
+        channel.close()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    for fd, path in ((1, request["stdout"]), (2, request["stderr"]), (0, os.devnull)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC if fd else os.O_RDONLY, 0o644)
+        os.dup2(target, fd)
+        os.close(target)
+    sys.argv = ["-c", *request["argv"][2:]] if request["code"] is not None else list(request["argv"][1:])
+    sys.path[0] = request["cwd"]  # as `python -m` and `python -c` have it (the server's is tests/)
+    try:
+        if request["code"] is not None:
+            exec(compile(request["code"], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+        else:
+            runpy.run_module("fewshot_exp", run_name="__main__", alter_sys=True)
+    except BaseException as e:  # noqa: BLE001  (re-raised at the top level, where the interpreter handles it)
+        return e
+    return None
+
+
+def serve() -> BaseException | None:
+    """Fork one child per request until the client closes the pipe; returns only in a child."""
+    requests = os.fdopen(os.dup(0), "r")
+    replies = os.fdopen(os.dup(1), "w")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)  # nothing the server or a child prints can reach the reply pipe
+    preload()
+    gc.freeze()  # the preloaded objects are never collected: the garbage collector (and exit) skip them
+    for line in requests:
+        request = json.loads(line)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            return child(request, (requests, replies))
+        returncode, timed_out = wait(pid, request["timeout"])
+        replies.write(json.dumps({"returncode": returncode, "timed_out": timed_out}) + "\n")
+        replies.flush()
+    return None
+
+
+def wait(pid: int, timeout: float) -> tuple[int, bool]:
+    """The child's exit code (as `subprocess` reports it) and whether it had to be killed after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), False
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), True
+        time.sleep(0.01)
+
+
+class Client:
+    """Starts the server (with the environment its imports see) and runs commands in forks of it."""
+
+    def __init__(self, env: dict[str, str], cwd: Path):
+        self.server = subprocess.Popen(
+            [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=cwd, text=True
+        )
+        atexit.register(self.close)
+
+    def run(
+        self, argv: list[str], env: dict[str, str], cwd: Path, timeout: float, code: str | None = None
+    ) -> subprocess.CompletedProcess:
+        """What `subprocess.run([python, *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)`
+        gives, argv being `-m fewshot_exp ...` or (with `code`) `-c code ...`."""
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            request = {"argv": argv, "env": env, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
+            self.server.stdin.write(json.dumps({**request, "code": code, "timeout": timeout}) + "\n")
+            self.server.stdin.flush()
+            line = self.server.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the fork server exited with code {self.server.wait()}")
+            reply = json.loads(line)
+            stdout, stderr = (p.read_text(errors="replace") if p.exists() else "" for p in (out, err))
+        if reply["timed_out"]:
+            raise subprocess.TimeoutExpired(argv, timeout, output=stdout, stderr=stderr)
+        return subprocess.CompletedProcess(argv, reply["returncode"], stdout, stderr)
+
+    def close(self) -> None:
+        if self.server.poll() is None:
+            self.server.stdin.close()
+            self.server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    ended = serve()
+    if ended is not None:
+        raise ended
