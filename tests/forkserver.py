@@ -43,8 +43,8 @@ def child(request: dict, channels: tuple) -> BaseException | None:
     """Become the run the request describes; returns what ends it (None: it returned normally)."""
     for channel in channels:  # the server's pipe ends
         channel.close()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a new interpreter has them
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -70,6 +70,7 @@ def serve() -> BaseException | None:
     replies = os.fdopen(os.dup(1), "w")
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
+    os.close(devnull)
     os.dup2(2, 1)  # nothing the server or a child prints can reach the reply pipe
     preload()
     gc.freeze()  # the preloaded objects are never collected: the garbage collector (and exit) skip them

@@ -53,6 +53,15 @@ def test_wandb_offline_run_has_the_metrics(default_run):
     assert "algorithm=protonet" in run["tags"]
 
 
+def test_a_forked_run_ends_where_a_new_interpreter_does(default_run, glyphs_root, tmp_path):
+    """The other CLI tests run forks of tests/forkserver.py: the same command gives the same numbers there."""
+    proc = run_cli(*TINY, f"dataset.root={glyphs_root}", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("results.json", "metrics.jsonl"):
+        assert (tmp_path / name).read_text() == (default_run / name).read_text(), name
+    assert "test accuracy:" in proc.stdout and "95% CI over 50 episodes" in proc.stdout
+
+
 @pytest.mark.skipif(not (OMNIGLOT_DIR / "one_shot_runs").is_dir(), reason=f"Omniglot data not found at {OMNIGLOT_DIR}")
 def test_omniglot_with_lake_runs(tmp_path):
     proc = run_cli(
