@@ -45,9 +45,9 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """`python -m fewshot_exp <overrides>` (or `python -c <code> <overrides>`) in its own process, W&B offline and
     quiet: a fork of the test session's fork server (tests/forkserver.py), which has the imports done, or with
-    `fresh=True` a new interpreter, as a user starts it."""
+    `fresh=True` (or FEWSHOT_TESTS_FRESH=1 in the environment, for every run) a new interpreter, as a user starts it."""
     argv = [sys.executable, *(["-c", code] if code is not None else ["-m", "fewshot_exp"]), *overrides]
-    if fresh:
+    if fresh or os.environ.get("FEWSHOT_TESTS_FRESH") == "1":
         return subprocess.run(argv, cwd=cwd or REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
     return fork_server().run(argv[1:], cli_env(), cwd or REPO, timeout, code)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
@@ -46,12 +47,21 @@ def _items(items) -> dict:
     return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
 
 
-def logged_run(run_dir: Path) -> dict:
-    """The run record (name, group, tags, config) and all history rows of the run in `run_dir/wandb`."""
+def logged_run(run_dir: Path, wait: float = 10.0) -> dict:
+    """The run record (name, group, tags, config) and all history rows of the run in `run_dir/wandb`.
+
+    The file is written by wandb-core, a separate process. Once (2026-12-03, the report run of the 2x2x2
+    sweep test, not reproduced in 18 reruns), a read right after `finish()` returned found the file without
+    its run record, so a file without one is read again for up to `wait` seconds before the test fails."""
     files = sorted(Path(run_dir).glob("wandb/*run-*/run-*.wandb"))
     assert files, f"no W&B run file under {run_dir}/wandb"
+    deadline = time.monotonic() + wait
+    records = read_records(files[-1])
+    while not any(r.WhichOneof("record_type") == "run" for r in records) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        records = read_records(files[-1])
     run, history, summary = None, [], {}
-    for record in read_records(files[-1]):
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run = record.run
