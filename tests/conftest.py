@@ -3,7 +3,6 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import forkserver
@@ -46,10 +45,10 @@ def run_cli(
     """`python -m fewshot_exp <overrides>` (or `python -c <code> <overrides>`) in its own process, W&B offline and
     quiet: a fork of the test session's fork server (tests/forkserver.py), which has the imports done, or with
     `fresh=True` (or FEWSHOT_TESTS_FRESH=1 in the environment, for every run) a new interpreter, as a user starts it."""
-    argv = [sys.executable, *(["-c", code] if code is not None else ["-m", "fewshot_exp"]), *overrides]
     if fresh or os.environ.get("FEWSHOT_TESTS_FRESH") == "1":
+        argv = forkserver.command(list(overrides), code)
         return subprocess.run(argv, cwd=cwd or REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
-    return fork_server().run(argv[1:], cli_env(), cwd or REPO, timeout, code)
+    return fork_server().run(list(overrides), cli_env(), cwd or REPO, timeout, code)
 
 
 @functools.cache

@@ -5,8 +5,9 @@ signals (a SIGKILL kills only it), stdout and stderr, and the normal interpreter
 joined, atexit handlers run). The server does no tensor work itself, so no OpenMP thread pool is copied
 into a child, and each child starts torch's thread pools from scratch with the default thread count.
 
-Protocol (one JSON object per line): the client writes {"argv", "env", "cwd", "stdout", "stderr", "code",
-"timeout"} (`code`: Python source to run as `__main__` instead of `-m fewshot_exp`); the server answers
+Protocol (one JSON object per line): the client writes {"args", "env", "cwd", "stdout", "stderr", "code",
+"timeout"} (`args`: the command-line arguments; `code`: Python source to run as `__main__` instead of
+`-m fewshot_exp`); the server answers
 {"returncode", "timed_out"} when the child has ended (negative: killed by that signal, as in `subprocess`;
 a child still running after `timeout` seconds is killed). `Client` below is the tests' end of it.
 """
@@ -52,7 +53,7 @@ def child(request: dict, channels: tuple) -> BaseException | None:
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC if fd else os.O_RDONLY, 0o644)
         os.dup2(target, fd)
         os.close(target)
-    sys.argv = ["-c", *request["argv"][2:]] if request["code"] is not None else list(request["argv"][1:])
+    sys.argv = ["-c" if request["code"] is not None else "fewshot_exp", *request["args"]]  # runpy sets argv[0]
     sys.path[0] = request["cwd"]  # as `python -m` and `python -c` have it (the server's is tests/)
     try:
         if request["code"] is not None:
@@ -100,6 +101,11 @@ def wait(pid: int, timeout: float) -> tuple[int, bool]:
         time.sleep(0.01)
 
 
+def command(args: list[str], code: str | None = None) -> list[str]:
+    """The new interpreter's command line that a forked run stands for: `python -m fewshot_exp` or `python -c`."""
+    return [sys.executable, *(["-c", code] if code is not None else ["-m", "fewshot_exp"]), *args]
+
+
 class Client:
     """Starts the server (with the environment its imports see) and runs commands in forks of it."""
 
@@ -110,13 +116,14 @@ class Client:
         atexit.register(self.close)
 
     def run(
-        self, argv: list[str], env: dict[str, str], cwd: Path, timeout: float, code: str | None = None
+        self, args: list[str], env: dict[str, str], cwd: Path, timeout: float, code: str | None = None
     ) -> subprocess.CompletedProcess:
-        """What `subprocess.run([python, *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)`
-        gives, argv being `-m fewshot_exp ...` or (with `code`) `-c code ...`."""
+        """What `subprocess.run([python, "-m", "fewshot_exp", *args], env=env, cwd=cwd, capture_output=True,
+        text=True, timeout=timeout)` gives; with `code`, `[python, "-c", code, *args]`."""
+        argv = command(args, code)
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-            request = {"argv": argv, "env": env, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
+            request = {"args": args, "env": env, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
             self.server.stdin.write(json.dumps({**request, "code": code, "timeout": timeout}) + "\n")
             self.server.stdin.flush()
             line = self.server.stdout.readline()
