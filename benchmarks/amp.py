@@ -23,7 +23,7 @@ from tabulate import tabulate
 from benchmarks import ours
 from benchmarks.cases import Shape
 from benchmarks.run import SMOKE, bf16_flags
-from benchmarks.timing import interleaved_times, median, on_off_arguments
+from benchmarks.timing import interleaved_times, median, on_off_arguments, paired_ratio
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,12 +49,12 @@ def main(argv: list[str] | None = None) -> None:
         steps = {"float32": factory(device, amp=False), "bf16 autocast": factory(device, amp=True)}
         times = interleaved_times(steps, device, budget, 3, 50)
         fp32, bf16 = median(times["float32"]), median(times["bf16 autocast"])
-        table.append([name, f"{1000 * fp32:.1f}", f"{1000 * bf16:.1f}", f"{fp32 / bf16:.2f}x"])
+        speed_up, low, high = paired_ratio(times["float32"], times["bf16 autocast"])
+        table.append([name, f"{1000 * fp32:.1f}", f"{1000 * bf16:.1f}", f"{speed_up:.2f}x ({low:.2f}-{high:.2f})"])
         report["rows"][name] = {label: [round(1000 * t, 3) for t in ts] for label, ts in times.items()}
     report["load_after"] = os.getloadavg()
-    print(
-        tabulate(table, headers=["workload", "float32 (ms)", "bf16 autocast (ms)", "speed-up"], disable_numparse=True)
-    )
+    headers = ["workload", "float32 (ms)", "bf16 autocast (ms)", "speed-up (95% interval)"]
+    print(tabulate(table, headers=headers, disable_numparse=True))
     flags = ", ".join(report["cpu_bf16_flags"]) or "none"
     after = report["load_after"][0]
     print(f"{device}, {torch.get_num_threads()} threads, CPU bf16 flags: {flags}, load {load[0]:.2f} -> {after:.2f}")

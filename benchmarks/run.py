@@ -3,8 +3,9 @@
     python -m benchmarks.run [--quick | --smoke] [--threads 2] [--rows protonet-train ...] [--out results.json]
 
 Prints a table (ms/episode, episodes/s, peak MiB, speed against the peer and against the limit) and writes
-it as JSON. Every row's contenders are timed in this process, interleaved (benchmarks/timing.py); each
-row's peak memory comes from a fresh subprocess. `--quick` runs every row at 28 px with short budgets,
+it as JSON. Every row's contenders are timed in this process, interleaved (benchmarks/timing.py); the
+ratios are medians of per-round ratios with a 95% interval; each row's peak memory comes from a fresh
+subprocess. `--quick` runs every row at 28 px with short budgets,
 `--smoke` tiny shapes (for the tests; its numbers mean nothing).
 """
 
@@ -28,7 +29,7 @@ from tabulate import tabulate
 
 from benchmarks import ours, peers
 from benchmarks.cases import Contender, Row, Shape
-from benchmarks.timing import MEMORY_ENV, interleaved_times, median, peak_memory_mib
+from benchmarks.timing import MEMORY_ENV, interleaved_times, median, paired_ratio, peak_memory_mib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,18 +163,24 @@ def summarise(row: Row, times: dict[str, list[float]], memory: dict[str, float |
             "times_ms": [round(1000 * t, 3) for t in times[c.label]],
         }
     timed = {k: v for k, v in contenders.items() if "skipped" not in v}
-    limit = next((v for v in timed.values() if v["role"] == "limit"), None)
-    peer_ = next((v for v in timed.values() if v["role"] == "peer"), None)
-    ratios = {}
+    limit = next((k for k, v in timed.items() if v["role"] == "limit"), None)
+    peer_ = next((k for k, v in timed.items() if v["role"] == "peer"), None)
+    for label, v in timed.items():  # paired per-round ratios (benchmarks/timing.py), with their 95% interval
+        if peer_ and label != peer_:
+            v["speed_vs_peer"] = paired_ratio(times[peer_], times[label])
+        if limit and label != limit:
+            v["time_vs_limit"] = paired_ratio(times[label], times[limit])
+    ratios, intervals = {}, {}
     for label, v in timed.items():
         if v["role"] != "ours":
             continue
-        if peer_:
-            ratios[f"{label} speed-up over peer"] = peer_["ms_per_call"] / v["ms_per_call"]
-            if v["peak_mib"] and peer_["peak_mib"]:
-                ratios[f"{label} peak memory / peer's"] = v["peak_mib"] / peer_["peak_mib"]
-        if limit:
-            ratios[f"{label} time / encoder limit's"] = v["ms_per_call"] / limit["ms_per_call"]
+        paired = {"speed_vs_peer": f"{label} speed-up over peer", "time_vs_limit": f"{label} time / encoder limit's"}
+        for field_, key in paired.items():
+            if field_ in v:
+                ratios[key], low, high = v[field_]
+                intervals[key] = [low, high]
+        if peer_ and v["peak_mib"] and timed[peer_]["peak_mib"]:
+            ratios[f"{label} peak memory / peer's"] = v["peak_mib"] / timed[peer_]["peak_mib"]
     return {
         "name": row.name,
         "what": row.what,
@@ -181,15 +188,24 @@ def summarise(row: Row, times: dict[str, list[float]], memory: dict[str, float |
         "episodes_per_call": row.episodes_per_call,
         "contenders": contenders,
         "ratios": ratios,
+        "ratio_intervals_95": intervals,
     }
+
+
+def interval(v: dict[str, Any], field_: str, role: str, digits: int, unit: str = "") -> str:
+    """ "1.61x (1.58-1.64)": a contender's paired ratio `field_` and its 95% interval; 1 for the reference
+    (`role`) itself; "" where the row has no such reference."""
+    if v["role"] == role:
+        return f"{1:.{digits}f}{unit}"
+    if field_ not in v:
+        return ""
+    mid, low, high = v[field_]
+    return f"{mid:.{digits}f}{unit} ({low:.{digits}f}-{high:.{digits}f})"
 
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = []
     for row in results:
-        timed = [v for v in row["contenders"].values() if "skipped" not in v]
-        peer_ms = next((v["ms_per_call"] for v in timed if v["role"] == "peer"), None)
-        limit_ms = next((v["ms_per_call"] for v in timed if v["role"] == "limit"), None)
         for label, v in row["contenders"].items():
             if "skipped" in v:
                 lines.append([row["name"], label, "skipped", "", "", "", ""])
@@ -202,12 +218,14 @@ def table(results: list[dict[str, Any]]) -> str:
                     f"{v['ms_per_episode']:.2f}",
                     f"{v['episodes_per_s']:.2f}",
                     "n/a" if mib is None else f"{mib:.0f}",
-                    f"{peer_ms / v['ms_per_call']:.2f}x" if peer_ms else "",
-                    f"{v['ms_per_call'] / limit_ms:.3f}" if limit_ms else "",
+                    interval(v, "speed_vs_peer", "peer", 2, "x"),
+                    interval(v, "time_vs_limit", "limit", 3),
                 ]
             )
     headers = ["row", "contender", "ms/episode", "episodes/s", "peak MiB", "speed vs peer", "time / limit"]
-    return tabulate(lines, headers=headers, disable_numparse=True)
+    return tabulate(lines, headers=headers, disable_numparse=True) + (
+        "\nspeed vs peer, time / limit: median over rounds of the per-round ratio (95% interval)"
+    )
 
 
 def cpuinfo() -> str:

@@ -1,9 +1,14 @@
 """How the benchmark measures: wall time over interleaved warmed-up repeats, and the peak memory of one call.
 
 Time: every contender of a row runs once untimed (warm-up: oneDNN primitives, optimizer state, a
-DataLoader's first iterator), then the contenders run round-robin (A B C A B C ...) so that load from
-other processes drifts over all of them alike; each contender's figure is the median of its rounds.
-On CUDA the device is synchronised around each call.
+DataLoader's first iterator), then the contenders run in rounds, in forward and reverse order by turns
+(A B C, C B A, A B C, ...), so that load from other processes drifts over all of them alike and no
+contender always runs first or right after the same other. Each contender's figure is the median of its
+rounds. On CUDA the device is synchronised around each call.
+
+Ratio: the median over rounds of the two contenders' times in the same round (`paired_ratio`), with a
+95% confidence interval. Pairing cancels the drift that the two calls of a round share, which a ratio of
+two medians keeps (see the README's Performance section for how much that is on a shared machine).
 
 Memory: the peak of one call above what the process held when the call started. On CPU that is the
 peak resident set size: Linux resets its high-water mark (VmHWM) to the current RSS when "5" is
@@ -18,6 +23,7 @@ torch.cuda.max_memory_allocated minus the allocation at the start (tensors only,
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import statistics
 import time
@@ -48,8 +54,10 @@ def interleaved_times(
     round_s = time.perf_counter() - start
     repeats = max(min_repeats, min(max_repeats, int(budget_s / max(round_s, 1e-9))))
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
+    names = list(steps)
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else reversed(names):
+            step = steps[name]
             synchronize(device)
             start = time.perf_counter()
             step()
@@ -60,6 +68,19 @@ def interleaved_times(
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
+    """(median, low, high): the median over rounds of numerator[i] / denominator[i] (two contenders' times in
+    round i) and a distribution-free 95% confidence interval for it, from the order statistics of the
+    ratios (ranks n/2 -+ 1.96 sqrt(n)/2, the normal approximation to Binomial(n, 1/2)). With few rounds the
+    interval is the range of the ratios."""
+    ratios = sorted(a / b for a, b in zip(numerator, denominator, strict=True))
+    n = len(ratios)
+    half = 1.96 * math.sqrt(n) / 2
+    low = max(0, math.floor(n / 2 - half) - 1)  # 0-based index of rank floor(n/2 - half)
+    high = min(n - 1, math.ceil(n / 2 + half))  # 0-based index of rank ceil(n/2 + half) + 1
+    return statistics.median(ratios), ratios[low], ratios[high]
 
 
 def _kib(field: str) -> int:

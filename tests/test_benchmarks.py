@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 
+import pytest
+import torch
 from conftest import REPO
 
 from benchmarks import amp, fusion, run
+from benchmarks.timing import interleaved_times, paired_ratio
 
 ROWS = {"protonet-train-16px", "protonet-eval-16px", "maml-1step-16px", "maml-5step-16px"}
 
@@ -23,6 +27,36 @@ def check_row(row: dict) -> None:
         assert c["repeats"] >= 1 and all(t > 0 for t in c["times_ms"]), (row["name"], label)
         assert c["ms_per_episode"] > 0 and c["episodes_per_s"] > 0, (row["name"], label)
     assert row["ratios"] and all(r > 0 for r in row["ratios"].values()), row["name"]
+    for key, (low, high) in row["ratio_intervals_95"].items():
+        assert low <= row["ratios"][key] <= high, (row["name"], key)
+
+
+def test_the_paired_ratio_follows_the_drift_that_a_ratio_of_medians_mixes_up():
+    # B takes 1.1x A's time in every round but the third, where only B's call was slowed down 3x; the machine
+    # was 3x slower for both in the last two rounds.
+    a = [1.0, 1.0, 1.0, 3.0, 3.0]
+    b = [1.1, 1.1, 3.3, 3.3, 3.3]
+    assert statistics.median(b) / statistics.median(a) == 3.3  # the slow rounds decide both medians
+    mid, low, high = paired_ratio(b, a)
+    assert (mid, low, high) == pytest.approx((1.1, 1.1, 3.3))  # 5 rounds: the interval is the range of the ratios
+
+
+def test_the_paired_ratio_interval_holds_the_central_ranks_of_the_round_ratios():
+    denominator = [1.0] * 100
+    numerator = [1 + i / 100 for i in range(100)]  # ratios 1.00, 1.01, ..., 1.99 (shuffled order)
+    numerator = numerator[::2] + numerator[1::2]
+    mid, low, high = paired_ratio(numerator, denominator)
+    # the median, and ranks 40 and 61 of 100 (n/2 -+ 1.96 sqrt(n)/2): ratios 1.39 and 1.60
+    assert (mid, low, high) == pytest.approx((1.495, 1.39, 1.60))
+    assert paired_ratio([2.0, 3.0], [1.0, 1.0]) == (2.5, 2.0, 3.0)  # few rounds: the range
+
+
+def test_interleaved_rounds_alternate_forward_and_reverse_order():
+    calls = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    times = interleaved_times(steps, torch.device("cpu"), 0.0, 3, 3)
+    assert calls == list("abc") + list("abc") + list("cba") + list("abc")  # warm-up, then the 3 rounds
+    assert all(len(t) == 3 for t in times.values())
 
 
 def test_smoke_run_reports_every_row_with_positive_numbers(tmp_path, capsys):
