@@ -45,24 +45,21 @@ def synchronize(device: torch.device) -> None:
 def interleaved_times(
     steps: dict[str, Callable[[], Any]], device: torch.device, budget_s: float, min_repeats: int, max_repeats: int
 ) -> dict[str, list[float]]:
-    """Seconds per call of each step over round-robin rounds after one warm-up round: as many rounds as fit
-    in `budget_s` (judged by the warm-up round), clamped to [min_repeats, max_repeats]."""
-    start = time.perf_counter()
+    """Seconds per call of each step over rounds (forward and reverse order by turns) after one warm-up round:
+    rounds until `budget_s` of them have run, at least `min_repeats` and at most `max_repeats`."""
     for step in steps.values():
         step()
     synchronize(device)
-    round_s = time.perf_counter() - start
-    repeats = max(min_repeats, min(max_repeats, int(budget_s / max(round_s, 1e-9))))
     times: dict[str, list[float]] = {name: [] for name in steps}
-    names = list(steps)
-    for round_ in range(repeats):
-        for name in names if round_ % 2 == 0 else reversed(names):
-            step = steps[name]
+    names, rounds, began = list(steps), 0, time.perf_counter()
+    while rounds < min_repeats or (rounds < max_repeats and time.perf_counter() - began < budget_s):
+        for name in names if rounds % 2 == 0 else reversed(names):
             synchronize(device)
             start = time.perf_counter()
-            step()
+            steps[name]()
             synchronize(device)
             times[name].append(time.perf_counter() - start)
+        rounds += 1
     return times
 
 
