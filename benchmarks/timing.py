@@ -69,9 +69,9 @@ def median(values: list[float]) -> float:
 
 def paired_ratio(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
     """(median, low, high): the median over rounds of numerator[i] / denominator[i] (two contenders' times in
-    round i) and a distribution-free 95% confidence interval for it, from the order statistics of the
-    ratios (ranks n/2 -+ 1.96 sqrt(n)/2, the normal approximation to Binomial(n, 1/2)). With few rounds the
-    interval is the range of the ratios."""
+    round i) and a distribution-free 95% confidence interval for it: the ratios of ranks
+    floor(n/2 - 0.98 sqrt(n)) and ceil(1 + n/2 + 0.98 sqrt(n)) of n (the normal approximation to
+    Binomial(n, 1/2)). For 10 rounds or fewer that is the range of the ratios."""
     ratios = sorted(a / b for a, b in zip(numerator, denominator, strict=True))
     n = len(ratios)
     half = 1.96 * math.sqrt(n) / 2

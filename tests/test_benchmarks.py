@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from benchmarks import amp, fusion, run
+from benchmarks import amp, fusion, pairing, run
 from benchmarks.timing import interleaved_times, paired_ratio
 
 ROWS = {"protonet-train-16px", "protonet-eval-16px", "maml-1step-16px", "maml-5step-16px"}
@@ -127,3 +127,30 @@ def test_amp_benchmark_times_float32_against_bf16_autocast(tmp_path, capsys):
     assert all(times and all(t > 0 for t in times) for row in rows.values() for times in row.values())
     assert isinstance(report["cpu_bf16_flags"], list)
     assert "CPU bf16 flags" in capsys.readouterr().out
+
+
+def test_pairing_compares_the_two_ratios_per_block_of_rounds(tmp_path, capsys):
+    times = {"ours": [1.1, 1.1, 3.3, 3.3, 3.3, 2.2], "encoder limit": [1.0, 1.0, 1.0, 3.0, 3.0, 2.0]}
+    row = {"name": "r", "contenders": {label: {"times_ms": t} for label, t in times.items()}}
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps({"rows": [row]}))
+    pairing.main([str(out), "--row", "r", "--block", "3"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "r: ours / encoder limit"
+    blocks = [line.split() for line in lines[3:]]
+    # rounds 1-3: medians 1.1 / 1.0; paired: ratios 1.1, 1.1, 3.3. Rounds 4-6: all 1.1. All: medians 2.75 / 1.5.
+    assert [b[:3] for b in blocks] == [["1-3", "1.100", "1.100"], ["4-6", "1.100", "1.100"], ["1-6", "1.833", "1.100"]]
+    assert blocks[0][3:] == ["(1.100-3.300)"]
+    with pytest.raises(SystemExit):
+        pairing.main([str(out), "--row", "r", "--to", "easyfsl"])
+    assert "no timed contender 'easyfsl'" in capsys.readouterr().err
+
+
+def test_pairing_reads_the_on_off_benchmarks_json(tmp_path, capsys):
+    out = tmp_path / "amp.json"
+    rows = {"step": {"float32": [2.0, 6.0, 2.0, 6.0], "bf16 autocast": [1.0, 6.0, 5.0, 4.0]}}
+    out.write_text(json.dumps({"rows": rows}))
+    pairing.main([str(out), "--row", "step", "--of", "float32", "--to", "bf16 autocast", "--block", "4"])
+    lines = capsys.readouterr().out.splitlines()
+    # medians 4.0 / 4.5; paired: ratios 2.0, 1.0, 0.4, 1.5 -> median 1.25
+    assert lines[3].split()[:3] == ["1-4", "0.889", "1.250"]
