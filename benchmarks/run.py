@@ -4,8 +4,8 @@
 
 Prints a table (ms/episode, episodes/s, peak MiB, speed against the peer and against the limit) and writes
 it as JSON. Every row's contenders are timed in this process, interleaved (benchmarks/timing.py); the
-ratios are medians of per-round ratios with a 95% interval; each row's peak memory comes from a fresh
-subprocess. `--quick` runs every row at 28 px with short budgets,
+ratios are medians of per-round ratios with a 95% interval; each contender's peak memory comes from a
+fresh subprocess of its own. `--quick` runs every row at 28 px with short budgets,
 `--smoke` tiny shapes (for the tests; its numbers mean nothing).
 """
 
@@ -33,12 +33,14 @@ from benchmarks.timing import MEMORY_ENV, interleaved_times, median, paired_rati
 
 REPO = Path(__file__).resolve().parents[1]
 
-# mode -> (28 px / 84 px ProtoNet shapes, MAML shape, eval episodes per call at 28 / 84 px, seconds per row)
+# mode -> (28 px / 84 px ProtoNet shapes, MAML shape, eval episodes per call at 28 / 84 px, seconds per row,
+# the large meta-batch MAML row's (px, channels, tasks): the shape of the GPU target, vmap over tasks on CUDA)
 MODES = {
     "full": {"sizes": [(28, 1), (84, 3)], "maml": (84, 3), "episodes": {28: 80, 84: 8}, "budget": 1.0},
     "quick": {"sizes": [(28, 1)], "maml": (28, 1), "episodes": {28: 40}, "budget": 0.3},
     "smoke": {"sizes": [(16, 1)], "maml": (16, 1), "episodes": {16: 4}, "budget": 0.0},
 }
+META_BATCH = {"full": (28, 1, 32), "quick": (28, 1, 8), "smoke": (16, 1, 3)}
 SMOKE = {"way": 3, "shot": 1, "query": 2, "hidden": 8}
 
 
@@ -85,25 +87,30 @@ def rows(mode: str, device: torch.device) -> list[Row]:
     size, channels = settings["maml"]
     for steps in (1, 5):
         shape = Shape(size, channels, tasks=2 if mode == "smoke" else 4, inner_steps=steps, **small)
-        out.append(
-            Row(
-                f"maml-{steps}step-{size}px",
-                f"MAML meta-step, {shape.tasks} tasks, {steps} inner step(s): training_step vs higher.innerloop_ctx",
-                shape,
-                shape.tasks,
-                [
-                    Contender("ours 2nd order", partial(ours.maml_train, shape, device, False), "ours"),
-                    Contender("ours 1st order", partial(ours.maml_train, shape, device, True), "ours"),
-                    Contender(
-                        "encoder limit",
-                        partial(ours.limit_train, shape, device, shape.tasks * shape.images_per_task),
-                        "limit",
-                    ),
-                    peer("higher 2nd order", partial(peers.higher_maml_train, shape, device), higher_missing),
-                ],
-            )
-        )
+        out.append(maml_row(f"maml-{steps}step-{size}px", shape, device, higher_missing))
+    size, channels, tasks = META_BATCH[mode]
+    shape = Shape(size, channels, tasks=tasks, **small)
+    out.append(maml_row(f"maml-{tasks}tasks-{size}px", shape, device, higher_missing))
     return out
+
+
+def maml_row(name: str, shape: Shape, device: torch.device, higher_missing: str | None) -> Row:
+    """A MAML meta-step row: ours second and first order, the encoder limit on all tasks' images, and higher."""
+    return Row(
+        name,
+        f"MAML meta-step, {shape.tasks} tasks, {shape.inner_steps} inner step(s): training_step vs "
+        "higher.innerloop_ctx",
+        shape,
+        shape.tasks,
+        [
+            Contender("ours 2nd order", partial(ours.maml_train, shape, device, False), "ours"),
+            Contender("ours 1st order", partial(ours.maml_train, shape, device, True), "ours"),
+            Contender(
+                "encoder limit", partial(ours.limit_train, shape, device, shape.tasks * shape.images_per_task), "limit"
+            ),
+            peer("higher 2nd order", partial(peers.higher_maml_train, shape, device), higher_missing),
+        ],
+    )
 
 
 def peer(label: str, factory: Any, missing: str | None) -> Contender:
@@ -115,7 +122,7 @@ def row_budget(row: Row, mode: str) -> tuple[float, int, int]:
     scale = MODES[mode]["budget"]
     if mode == "smoke":
         return 0.0, 1, 1
-    if row.name.startswith("maml"):  # rounds of 10-60 s (4 tasks, 4 contenders)
+    if row.name.startswith("maml"):  # rounds of 10-60 s on CPU (4 tasks at 84 px or 32 at 28 px, 4 contenders)
         return 30.0 * scale, 2 if row.name.startswith("maml-5") and mode == "full" else 3, 25
     if row.shape.size >= 84:  # rounds of 2.5 s (training) and 7 s (evaluation)
         return 40.0 * scale, 5, 25
@@ -129,21 +136,30 @@ def time_row(row: Row, mode: str, device: torch.device) -> dict[str, list[float]
     return interleaved_times(steps, device, *row_budget(row, mode))
 
 
-def memory_pass(row_name: str, mode: str, device: torch.device) -> dict[str, float | None]:
-    """In this (fresh) process: one call of each contender of the row, its peak MiB above the RSS before it."""
+def memory_pass(row_name: str, label: str, mode: str, device: torch.device) -> float | None:
+    """In this (fresh) process: one call of one contender of the row, its peak MiB above the RSS before it."""
     (row,) = [r for r in rows(mode, device) if r.name == row_name]
-    return {c.label: peak_memory_mib(c.factory(), device) for c in row.contenders if c.factory is not None}
+    (contender,) = [c for c in row.contenders if c.label == label]
+    return peak_memory_mib(contender.factory(), device)
 
 
 def memory_of_row(row: Row, args: argparse.Namespace) -> dict[str, float | None]:
-    """Run memory_pass for `row` in a fresh subprocess (see benchmarks/timing.py for why)."""
-    command = [sys.executable, "-m", "benchmarks.run", "--memory-pass", row.name, "--mode-name", args.mode]
-    command += ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
-    env = {**os.environ, **MEMORY_ENV}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"memory pass of {row.name} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """Run memory_pass for each contender of `row` in a fresh subprocess of its own (see benchmarks/timing.py
+    for why): the first call of a process also sets up process-wide state (thread pools, library caches,
+    about 10 MiB here), which a contender measured after another would not pay."""
+    memory = {}
+    for c in row.contenders:
+        if c.factory is None:
+            continue
+        command = [sys.executable, "-m", "benchmarks.run", "--memory-pass", row.name, "--contender", c.label]
+        command += ["--mode-name", args.mode, "--device", args.device]
+        command += ["--threads", str(args.threads)] if args.threads else []
+        env = {**os.environ, **MEMORY_ENV}
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"memory pass of {row.name}, {c.label} failed:\n{done.stderr[-2000:]}")
+        memory[c.label] = json.loads(done.stdout.strip().splitlines()[-1])
+    return memory
 
 
 def summarise(row: Row, times: dict[str, list[float]], memory: dict[str, float | None]) -> dict[str, Any]:
@@ -271,6 +287,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
     parser.add_argument("--memory-pass", help=argparse.SUPPRESS)
+    parser.add_argument("--contender", help=argparse.SUPPRESS)
     parser.add_argument("--mode-name", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.mode = args.mode_name or ("smoke" if args.smoke else "quick" if args.quick else "full")
@@ -285,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("error: --device cuda but no CUDA GPU is available")
     device = torch.device(args.device)
     if args.memory_pass:
-        print(json.dumps(memory_pass(args.memory_pass, args.mode, device)))
+        print(json.dumps(memory_pass(args.memory_pass, args.contender, args.mode, device)))
         return
     selected = [r for r in rows(args.mode, device) if not args.rows or any(s in r.name for s in args.rows)]
     report = {

@@ -14,9 +14,11 @@ Memory: the peak of one call above what the process held when the call started. 
 peak resident set size: Linux resets its high-water mark (VmHWM) to the current RSS when "5" is
 written to /proc/self/clear_refs, so the mark after the call minus the RSS before it is what the
 call added at its peak (activations, autograd graph, gradients, optimizer state, loader copies). glibc
-keeps freed heap memory resident, which would let one contender reuse another's pages unseen, so the
-memory pass runs in a fresh process per row with MALLOC_MMAP_THRESHOLD_ fixed at 64 KiB: every
-tensor-sized block is then mapped on allocation and unmapped on free. On CUDA it is
+keeps freed heap memory resident, which would let one contender reuse another's pages unseen, and a
+process's first call also sets up process-wide state (thread pools, library caches) that a later
+contender would not pay for, so each contender's memory pass runs in a fresh process of its own, with
+MALLOC_MMAP_THRESHOLD_ fixed at 64 KiB: every tensor-sized block is then mapped on allocation and
+unmapped on free. On CUDA it is
 torch.cuda.max_memory_allocated minus the allocation at the start (tensors only, not the cache).
 """
 

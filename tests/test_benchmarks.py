@@ -14,7 +14,7 @@ from conftest import REPO
 from benchmarks import amp, fusion, pairing, run
 from benchmarks.timing import interleaved_times, paired_ratio
 
-ROWS = {"protonet-train-16px", "protonet-eval-16px", "maml-1step-16px", "maml-5step-16px"}
+ROWS = {"protonet-train-16px", "protonet-eval-16px", "maml-1step-16px", "maml-5step-16px", "maml-3tasks-16px"}
 
 
 def check_row(row: dict) -> None:
