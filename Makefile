@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format train bench clean
+.PHONY: help install test lint format train bench clean device-wheels
 
 help: ## List the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
 
 install: ## Create .venv and install the package with its dev tools (torch from the local wheel cache)
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,9 @@ bench: ## Benchmarks vs easyfsl/higher (pip install -e ".[bench]"), fusion on/of
 clean: ## Remove outputs, caches and build files (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+device-wheels: ## Wheels (Python 3.12, no deps) of what a bare GPU machine with PyTorch lacks, into .whl (benchmarks/device)
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl -r benchmarks/device/requirements-wheels.txt
+	python3 -m pip wheel -q --no-deps -w .whl -r benchmarks/device/requirements-sdist.txt
