@@ -37,7 +37,7 @@ bench: ## Benchmarks vs easyfsl/higher (pip install -e ".[bench]"), fusion on/of
 	$(BIN)/python -m benchmarks.allocator
 
 clean: ## Remove outputs, caches and build files (keeps .venv)
-	rm -rf outputs multirun .pytest_cache .ruff_cache build dist *.egg-info
+	rm -rf outputs multirun device-out .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 device-wheels: ## Wheels (Python 3.12, no deps) of what a bare GPU machine with PyTorch lacks, into .whl (benchmarks/device)
