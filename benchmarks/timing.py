@@ -6,9 +6,10 @@ DataLoader's first iterator), then the contenders run in rounds, in forward and 
 contender always runs first or right after the same other. Each contender's figure is the median of its
 rounds. On CUDA the device is synchronised around each call.
 
-Ratio: the median over rounds of the two contenders' times in the same round (`paired_ratio`), with a
-95% confidence interval. Pairing cancels the drift that the two calls of a round share, which a ratio of
-two medians keeps (see the README's Performance section for how much that is on a shared machine).
+Ratio: the median over rounds of the ratio of the two contenders' times in the same round
+(`paired_ratio`), with a 95% confidence interval. Pairing cancels the drift that the two calls of a
+round share, which a ratio of two medians keeps (see the README's Performance section for how much that
+is on a shared machine).
 
 Memory: the peak of one call above what the process held when the call started. On CPU that is the
 peak resident set size: Linux resets its high-water mark (VmHWM) to the current RSS when "5" is
@@ -18,8 +19,8 @@ keeps freed heap memory resident, which would let one contender reuse another's 
 process's first call also sets up process-wide state (thread pools, library caches) that a later
 contender would not pay for, so each contender's memory pass runs in a fresh process of its own, with
 MALLOC_MMAP_THRESHOLD_ fixed at 64 KiB: every tensor-sized block is then mapped on allocation and
-unmapped on free. On CUDA it is
-torch.cuda.max_memory_allocated minus the allocation at the start (tensors only, not the cache).
+unmapped on free. On CUDA it is torch.cuda.max_memory_allocated minus the allocation at the start
+(tensors only, not the cache).
 """
 
 from __future__ import annotations
