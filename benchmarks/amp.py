@@ -23,7 +23,7 @@ from tabulate import tabulate
 from benchmarks import ours
 from benchmarks.cases import Shape
 from benchmarks.run import SMOKE, bf16_flags
-from benchmarks.timing import interleaved_times, median, on_off_arguments, paired_ratio
+from benchmarks.timing import format_ratio, interleaved_times, median, on_off_arguments, paired_ratio
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
         steps = {"float32": factory(device, amp=False), "bf16 autocast": factory(device, amp=True)}
         times = interleaved_times(steps, device, budget, 3, 50)
         fp32, bf16 = median(times["float32"]), median(times["bf16 autocast"])
-        speed_up, low, high = paired_ratio(times["float32"], times["bf16 autocast"])
-        table.append([name, f"{1000 * fp32:.1f}", f"{1000 * bf16:.1f}", f"{speed_up:.2f}x ({low:.2f}-{high:.2f})"])
+        speed_up = format_ratio(paired_ratio(times["float32"], times["bf16 autocast"]), 2, "x")
+        table.append([name, f"{1000 * fp32:.1f}", f"{1000 * bf16:.1f}", speed_up])
         report["rows"][name] = {label: [round(1000 * t, 3) for t in ts] for label, ts in times.items()}
     report["load_after"] = os.getloadavg()
     headers = ["workload", "float32 (ms)", "bf16 autocast (ms)", "speed-up (95% interval)"]

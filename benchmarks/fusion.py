@@ -22,7 +22,7 @@ from tabulate import tabulate
 from benchmarks import ours
 from benchmarks.cases import Shape
 from benchmarks.run import SMOKE
-from benchmarks.timing import interleaved_times, median, on_off_arguments, paired_ratio
+from benchmarks.timing import format_ratio, interleaved_times, median, on_off_arguments, paired_ratio
 from fewshot_exp.algorithms.maml import MAML, TaskBatchNorm
 from fewshot_exp.distances import Distance
 
@@ -68,9 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     table, report = [], {"started": started, "load_before": load, "threads": torch.get_num_threads(), "rows": {}}
     for name, times in rows:  # each: the default, then what ran before
         (new, new_t), (old, old_t) = times.items()
-        speed_up, low, high = paired_ratio(old_t, new_t)
         table.append([name, f"{new}: {1000 * median(new_t):.1f}", f"{old}: {1000 * median(old_t):.1f}",
-                      f"{speed_up:.2f}x ({low:.2f}-{high:.2f})"])  # fmt: skip
+                      format_ratio(paired_ratio(old_t, new_t), 2, "x")])  # fmt: skip
         report["rows"][name] = {label: [round(1000 * t, 3) for t in ts] for label, ts in times.items()}
     report["load_after"] = os.getloadavg()
     headers = ["workload", "default (ms)", "before (ms)", "speed-up (95% interval)"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from benchmarks.timing import paired_ratio
+from benchmarks.timing import format_ratio, paired_ratio
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,9 +31,8 @@ def blocks(numerator: list[float], denominator: list[float], size: int) -> list[
     lines = []
     for start, end in [*spans, (0, len(numerator))]:
         a, b = numerator[start:end], denominator[start:end]
-        mid, low, high = paired_ratio(a, b)
         of_medians = statistics.median(a) / statistics.median(b)
-        lines.append([f"{start + 1}-{end}", f"{of_medians:.3f}", f"{mid:.3f} ({low:.3f}-{high:.3f})"])
+        lines.append([f"{start + 1}-{end}", f"{of_medians:.3f}", format_ratio(paired_ratio(a, b), 3)])
     return lines
 
 

@@ -29,7 +29,7 @@ from tabulate import tabulate
 
 from benchmarks import ours, peers
 from benchmarks.cases import Contender, Row, Shape
-from benchmarks.timing import MEMORY_ENV, interleaved_times, median, paired_ratio, peak_memory_mib
+from benchmarks.timing import MEMORY_ENV, format_ratio, interleaved_times, median, paired_ratio, peak_memory_mib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -214,10 +214,7 @@ def interval(v: dict[str, Any], field_: str, role: str, digits: int, unit: str =
     (`role`) itself; "" where the row has no such reference."""
     if v["role"] == role:
         return f"{1:.{digits}f}{unit}"
-    if field_ not in v:
-        return ""
-    mid, low, high = v[field_]
-    return f"{mid:.{digits}f}{unit} ({low:.{digits}f}-{high:.{digits}f})"
+    return format_ratio(v[field_], digits, unit) if field_ in v else ""
 
 
 def table(results: list[dict[str, Any]]) -> str:

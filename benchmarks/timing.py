@@ -83,6 +83,12 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> tuple[floa
     return statistics.median(ratios), ratios[low], ratios[high]
 
 
+def format_ratio(ratio: tuple[float, float, float], digits: int, unit: str = "") -> str:
+    """ "1.61x (1.58-1.64)": a `paired_ratio` and its 95% interval."""
+    mid, low, high = ratio
+    return f"{mid:.{digits}f}{unit} ({low:.{digits}f}-{high:.{digits}f})"
+
+
 def _kib(field: str) -> int:
     return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
 

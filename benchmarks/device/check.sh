@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of the benchmark, prepared to run on a lent GPU machine (README: "Checking the GPU path"):
 #
-#   bash benchmarks/device/check.sh bench   # nvidia-smi, benchmarks.run and benchmarks.amp on cuda (~6 min)
-#   bash benchmarks/device/check.sh tests   # the test suite with CUDA visible (~5 min)
+#   bash benchmarks/device/check.sh bench   # torch build and GPU name, benchmarks.run and benchmarks.amp on cuda
+#   bash benchmarks/device/check.sh tests   # the test suite with CUDA visible
 #
 # That machine has PyTorch but not our other dependencies; their wheels travel in .whl (`make device-wheels`
 # here, then `carry: [".whl"]`). Results go to $OUT (the device tool's folder that comes back), or ./device-out.
