@@ -36,8 +36,10 @@ class SweepSummary(Callback):
         failures = (
             [json.loads(line) for line in failures_file.read_text().splitlines()] if failures_file.exists() else []
         )
-        jobs = sorted(str(p.parent.parent) for p in sweep_dir.glob("*/.hydra/config.yaml"))
-        summary = {"jobs": len(jobs), "finished": len(jobs) - len(failures), "failed": failures}
+        # rglob: a job dir named by an override holding a `/` is nested, not lost from the count
+        jobs = sorted(str(p.parent.parent.resolve()) for p in sweep_dir.rglob(".hydra/config.yaml"))
+        finished = [job for job in jobs if (Path(job) / "results.json").is_file()]
+        summary = {"jobs": len(jobs), "finished": len(finished), "finished_runs": finished, "failed": failures}
         (sweep_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if failures:
             global failure_message

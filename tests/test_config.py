@@ -68,3 +68,14 @@ def test_wrong_types_and_choices_fail_at_composition(override):
 def test_unknown_key_fails_at_composition():
     with pytest.raises(ConfigCompositionException):
         make("episode.k_shots=5")
+
+
+def test_run_names_leave_out_paths_and_logger_settings():
+    """A job dir is `<n>_<override_dirname>`: a path's `/` would nest it (and hide it from sweep_summary.json)."""
+    paths = ["train.init_from=/runs/a", "encoder.weights=/w/r18.pt", "dataset.root=/data/x", "checkpoint=/runs/b"]
+    logger = ["logger.project=p", "logger.group=g", "logger.tags=[a,b]", "seed=3", "device=cpu"]
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        overrides = ["encoder=torchvision", "episode.k_shot=1", *paths, *logger]
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    assert cfg.hydra.job.override_dirname == "encoder=torchvision,episode.k_shot=1"

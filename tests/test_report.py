@@ -25,6 +25,7 @@ def test_sweep_then_report(glyphs_root, tmp_path, capsys):
     assert failed_dir.name.startswith("2_") and "UserError" in (failed_dir / "error.txt").read_text()
     job_dirs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "results.json").is_file())
     assert len(job_dirs) == 2  # subdirs named by job number and overrides
+    assert summary["finished_runs"] == [str(d.resolve()) for d in job_dirs]
     assert job_dirs[0].name.startswith("0_") and "episode.k_shot=1" in job_dirs[0].name
     assert job_dirs[1].name.startswith("1_") and "episode.k_shot=3" in job_dirs[1].name
     results = {json.loads((d / "results.json").read_text())["test/k_shot"]: d for d in job_dirs}
