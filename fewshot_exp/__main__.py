@@ -115,6 +115,11 @@ def resume_argv(argv: list[str]) -> list[str]:
     for arg in argv:
         key, _, value = arg.partition("=")
         if key == "resume" and value.lower() not in ("true", "false"):
+            clash = next((a for a in argv if a in ("-m", "--multirun") or a.startswith("hydra.run.dir=")), None)
+            if clash is not None:  # the run would go elsewhere and start afresh
+                exit_with(
+                    UserError(f"resume={value} continues that run in its own dir; drop {clash.partition('=')[0]}")
+                )
             if not (Path(value) / ".hydra").is_dir():
                 exit_with(
                     UserError(

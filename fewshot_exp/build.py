@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 
 from fewshot_exp.algorithms.base import FewShotAlgorithm
+from fewshot_exp.algorithms.maml import check_embedding_dim
 from fewshot_exp.config import train_shape
 from fewshot_exp.data import load_dataset
 from fewshot_exp.data.augment import Normalize, build_augment
@@ -66,4 +67,6 @@ def samplers(cfg: Any, splits: Splits, seed: int) -> dict[str, EpisodeSampler]:
 def build_algorithm(cfg: Any, in_channels: int, device: torch.device) -> FewShotAlgorithm:
     encoder = instantiate(cfg.encoder, in_channels=in_channels)
     distance = Distance(cfg.distance.name, cfg.distance.temperature, cfg.distance.learn_temperature)
-    return instantiate(cfg.algorithm, encoder=encoder, distance=distance).to(device)
+    algorithm = instantiate(cfg.algorithm, encoder=encoder, distance=distance)
+    check_embedding_dim(algorithm.encoder, cfg.dataset.image_size, cfg.algorithm.get("embedding_dim"))
+    return algorithm.to(device)

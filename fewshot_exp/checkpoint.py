@@ -56,7 +56,14 @@ def checkpoint_path(value: str, key: str) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+#: What a training run's last.pt holds, all of it needed to resume (best.pt holds the same).
+RESUME_KEYS = ("algorithm", "optimizer", "scheduler", "progress", "rng", "wandb_run_id", "config")
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", needs: tuple[str, ...] = ("algorithm",)
+) -> dict[str, Any]:
+    """The state saved at `path`; a UserError naming the file if it is unreadable, not ours, or lacks `needs`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
@@ -68,4 +75,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"checkpoint {path} is not a fewshot-exp checkpoint (no '{FORMAT}' marker)")
+    missing = [key for key in needs if key not in state]
+    if missing:
+        raise UserError(f"checkpoint {path} is incomplete: it has no {', '.join(repr(k) for k in missing)}")
     return state

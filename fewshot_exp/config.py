@@ -8,6 +8,7 @@ checked by `validate` right after.
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -123,11 +124,12 @@ class MiniImageNetConfig(DatasetConfig):
 
 @dataclass
 class SplitFiles:
-    """Text files naming the classes of each split, one per line (relative to dataset.root, or absolute)."""
+    """Text files naming the classes of each split, one per line (relative to dataset.root, or absolute).
+    All None: not used (a node, not an optional one, so that the command line can set it or one of its keys)."""
 
-    train: str = MISSING
-    val: str = MISSING
-    test: str = MISSING
+    train: str | None = None
+    val: str | None = None
+    test: str | None = None
 
 
 @dataclass
@@ -139,7 +141,7 @@ class FolderConfig(DatasetConfig):
     normalize: bool = True
     split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])  # class fractions train/val/test
     split_seed: int = 0
-    split_files: SplitFiles | None = None  # lists of classes; replaces `split` when set
+    split_files: SplitFiles = field(default_factory=SplitFiles)  # lists of classes; replace `split` when set
 
 
 class SvhnSplit(Enum):
@@ -474,8 +476,27 @@ def train_shape(cfg: Any) -> EpisodeShape:
 
 
 def _positive(name: str, value: Any) -> None:
-    if value is None or value <= 0:
-        raise UserError(f"{name} must be positive, got {value}")
+    if value is None or not 0 < value < math.inf:  # the comparison is False for nan, so nan is refused too
+        raise UserError(f"{name} must be positive{' and finite' if value == math.inf else ''}, got {value}")
+
+
+# Conv-4 and ResNet-12 halve the map in each of their 4 blocks: below 16 px the last block has no pixel left.
+MIN_IMAGE_SIZE = {"fewshot_exp.encoders.Conv4": ("conv4", 16), "fewshot_exp.resnet12.ResNet12": ("resnet12", 16)}
+
+
+def validate_encoder(cfg: Any) -> None:
+    """Widths and the smallest input the chosen encoder can take."""
+    enc = cfg.encoder
+    widths = [(f"encoder.{k}", enc[k]) for k in ("hidden", "out_channels") if k in enc]
+    widths += [(f"encoder.channels[{i}]", c) for i, c in enumerate(enc.get("channels") or [])]
+    for name, value in widths:
+        _positive(name, value)
+    name, need = MIN_IMAGE_SIZE.get(enc._target_, (None, 0))
+    if cfg.dataset.image_size < need:
+        raise UserError(
+            f"dataset.image_size={cfg.dataset.image_size} is too small for encoder={name}: "
+            f"its 4 blocks halve the image 4 times; use dataset.image_size >= {need}"
+        )
 
 
 def head_outputs(cfg: Any) -> int | None:
@@ -504,6 +525,14 @@ def validate(cfg: Any) -> None:
     if cfg.eval.batch_images is not None:
         _positive("eval.batch_images", cfg.eval.batch_images)
     _positive("dataset.image_size", cfg.dataset.image_size)
+    validate_encoder(cfg)
+    if cfg.algorithm.get("image_size", cfg.dataset.image_size) != cfg.dataset.image_size:
+        raise UserError(
+            f"algorithm.image_size={cfg.algorithm.image_size} differs from dataset.image_size="
+            f"{cfg.dataset.image_size}; leave it at its default, ${{dataset.image_size}}"
+        )
+    if cfg.eval.dataset_root is not None and cfg.eval.dataset is None:
+        raise UserError("eval.dataset_root is set but eval.dataset is not: name the cross-domain test set")
     if cfg.eval.dataset is not None and cfg.eval.dataset not in SCHEMAS["dataset"]:
         raise UserError(f"eval.dataset={cfg.eval.dataset} is not one of {', '.join(SCHEMAS['dataset'])}")
     if cfg.dataset.get("val_alphabets", 1) < 1:

@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from fewshot_exp.build import build_algorithm, load_splits, samplers, select_device
-from fewshot_exp.checkpoint import load_checkpoint, remove_partial_writes
+from fewshot_exp.checkpoint import RESUME_KEYS, load_checkpoint, remove_partial_writes
 from fewshot_exp.config import train_shape, validate
 from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import evaluate, lake_runs_error
@@ -77,21 +77,30 @@ def resume_state(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any
     last = run_dir / "last.pt"
     remove_partial_writes(run_dir)
     if not cfg.resume and last.exists() and job_id() is not None:  # run by a scheduler: maybe its requeue
-        state = load_checkpoint(last, map_location=device)
+        state = load_checkpoint(last, map_location=device, needs=RESUME_KEYS)
         if is_requeue(state, finished=(run_dir / "results.json").exists()):
             log.info("requeued job %s: continuing its run", state["job_id"])
             return checked_resume(cfg, last, state)
     if not cfg.resume:
-        if last.exists():
+        held = held_run_files(run_dir)
+        if held:
             raise UserError(
-                f"{run_dir} already holds a run (last.pt): pass resume=true to continue it, or choose "
+                f"{run_dir} already holds a run ({', '.join(held)}): pass resume=true to continue it, or choose "
                 "another hydra.run.dir"
             )
         return None
     if not last.exists():
         log.info("resume=true but %s has no last.pt yet: starting from the beginning", run_dir)
         return None
-    return checked_resume(cfg, last, load_checkpoint(last, map_location=device))
+    state = load_checkpoint(last, map_location=device, needs=RESUME_KEYS)
+    if (run_dir / "best.pt").exists():  # read at the end of training: a damaged one is found now, not then
+        load_checkpoint(run_dir / "best.pt", map_location=device)
+    return checked_resume(cfg, last, state)
+
+
+def held_run_files(run_dir: Path) -> list[str]:
+    """The files of an earlier run in `run_dir` that a new run would overwrite."""
+    return [name for name in ("last.pt", "best.pt", "results.json") if (run_dir / name).exists()]
 
 
 def checked_resume(cfg: Any, last: Path, state: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from fewshot_exp.data.episodes import EpisodeSampler, check_shape
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import evaluate
-from fewshot_exp.run import wandb_config, write_atomically
+from fewshot_exp.run import held_run_files, wandb_config, write_atomically
 from fewshot_exp.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,9 @@ def training_config(checkpoint: Path, cfg: Any) -> Any:
 def shapes(cfg: Any) -> list[tuple[int, int]]:
     n_ways = list(cfg.eval.n_ways or [cfg.episode.n_way])
     k_shots = list(cfg.eval.k_shots or [cfg.episode.k_shot])
-    for name, values in (("eval.n_ways", n_ways), ("eval.k_shots", k_shots)):
-        if any(v < 1 for v in values):
-            raise UserError(f"{name}={values}: every value must be positive")
+    for name, values, least in (("eval.n_ways", n_ways, 2), ("eval.k_shots", k_shots, 1)):
+        if any(v < least for v in values):
+            raise UserError(f"{name}={values}: every value must be at least {least}")
     outputs = head_outputs(cfg)
     if outputs is not None and max(n_ways) > outputs:
         raise UserError(
@@ -113,7 +113,7 @@ def load_weights(algorithm: torch.nn.Module, state: dict[str, Any], path: Path) 
 def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]]]:
     """(the checkpoint file, the config the model was rebuilt with, one result per evaluated shape)."""
     path = checkpoint_file(cfg.checkpoint)
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, needs=("algorithm", "config"))
     model_cfg = training_config(path, cfg)
     validate(model_cfg)
     points = shapes(model_cfg)
@@ -166,6 +166,9 @@ def plot_curve(curve: list[dict[str, Any]], model: dict[str, Any], path: Path) -
 
 def run_shot_curve(cfg: Any, run_dir: Path, name: str, group: str, choices: dict[str, str]) -> dict[str, Any]:
     """The eval_only=true run: the curve into results.json, curve.csv, acc_vs_shots.png and W&B."""
+    held = held_run_files(run_dir)
+    if held:  # e.g. hydra.run.dir=<the run being evaluated>
+        raise UserError(f"{run_dir} already holds a run ({', '.join(held)}): evaluate into another hydra.run.dir")
     path, model_cfg, curve = shot_curve(cfg)
     model = model_identity(path, model_cfg, choices)
     results = {"eval_only": True, "model": model, "curve": curve}

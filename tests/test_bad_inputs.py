@@ -30,7 +30,8 @@ TINY = [
 
 # (overrides, a piece of the one-line message). {run} is a finished run dir, {empty} an empty dir, {zips} a dir
 # with a corrupt images_background_small1.zip, {file} a plain file, {foreign} a run dir whose last.pt is not ours,
-# {truncated} one whose last.pt is cut short.
+# {truncated} one whose last.pt is cut short, {marker} one whose last.pt has our format marker and nothing else,
+# {cut_best} one whose best.pt is cut short, {no_last} one without last.pt (a finished run, checkpoints pruned).
 CATALOGUE = [
     # config values out of range
     (["episode.k_shot=0"], "episode.k_shot must be positive, got 0"),
@@ -53,6 +54,16 @@ CATALOGUE = [
     (["dataset.renderings=1"], "renderings"),
     (["algorithm=hallucination", "algorithm.n_hallucinated=-1"], "algorithm.n_hallucinated must be >= 0"),
     (["algorithm=maml", "algorithm.inner_steps=-1"], "algorithm.inner_steps must be >= 0"),
+    (["train.lr=nan"], "train.lr must be positive, got nan"),
+    (["train.lr=inf"], "train.lr must be positive and finite, got inf"),
+    (["encoder.hidden=0"], "encoder.hidden must be positive, got 0"),
+    (["dataset.image_size=15"], "dataset.image_size=15 is too small for encoder=conv4"),
+    (["algorithm=relation", "algorithm.pooled_blocks=5"], "algorithm.pooled_blocks must be in 0..4"),
+    (["algorithm=maml", "algorithm.embedding_dim=10"], "algorithm.embedding_dim=10 but the encoder gives 8-d"),
+    (["algorithm=maml", "algorithm.image_size=84"], "algorithm.image_size=84 differs from dataset.image_size=28"),
+    (["eval.dataset_root=/no/such"], "eval.dataset_root is set but eval.dataset is not"),
+    (["eval.dataset=svhn"], "eval.dataset_root is not set: set eval.dataset_root=/path/to/svhn"),
+    (["dataset=folder", "dataset.root={empty}", "dataset.split_files.train=a.txt"], "val, test not set"),
     # wrong types, unknown options and keys
     (["episode.k_shot=abc"], "Value 'abc' of type 'str' could not be converted to Integer; full_key: episode.k_shot"),
     (["device=gpu"], "Invalid value 'gpu', expected one of [auto, cpu, cuda]"),
@@ -94,19 +105,31 @@ CATALOGUE = [
     (["hydra/launcher=nosuch"], "Could not find 'hydra/launcher/nosuch'"),
     (["hparams_search=nosuch"], "Could not find 'hparams_search/nosuch'"),
     # runs and checkpoints
-    (["hydra.run.dir={run}"], "already holds a run (last.pt): pass resume=true"),
+    (["hydra.run.dir={run}"], "already holds a run (last.pt, best.pt, results.json): pass resume=true"),
+    (["hydra.run.dir={no_last}"], "already holds a run (best.pt, results.json): pass resume=true"),
     (["resume=/no/such/run"], "resume=/no/such/run: not a run dir"),
     (["resume={run}", "train.lr=0.5"], "the config differs from the checkpoint's in train.lr"),
     (["resume={truncated}"], "last.pt is unreadable or not a safe tensor checkpoint"),
     (["resume={foreign}"], "last.pt is not a fewshot-exp checkpoint"),
+    (["resume={marker}"], "last.pt is incomplete: it has no 'algorithm', 'optimizer'"),
+    (["resume={cut_best}"], "best.pt is unreadable or not a safe tensor checkpoint"),
+    (["resume={run}", "hydra.run.dir={empty}"], "continues that run in its own dir; drop hydra.run.dir"),
+    (["-m", "resume={run}"], "continues that run in its own dir; drop -m"),
     (["eval_only=true"], "eval_only=true needs checkpoint=<run dir or .pt file>"),
     (["eval_only=true", "checkpoint=/no/such.pt"], "checkpoint=/no/such.pt: no such file"),
     (["eval_only=true", "checkpoint={run}", "eval.k_shots=[1,30]"], "k_shot + n_query = 30 + 15 is more than"),
     (["eval_only=true", "checkpoint={foreign}/last.pt"], "last.pt is not a fewshot-exp checkpoint"),
-    (["eval_only=true", "checkpoint={run}", "eval.n_ways=[3,0]"], "eval.n_ways=[3, 0]: every value must be positive"),
+    (["eval_only=true", "checkpoint={run}", "eval.n_ways=[3,0]"], "eval.n_ways=[3, 0]: every value must be at least 2"),
+    (["eval_only=true", "checkpoint={run}", "eval.n_ways=[1]"], "eval.n_ways=[1]: every value must be at least 2"),
+    (
+        ["eval_only=true", "checkpoint={run}", "hydra.run.dir={run}"],
+        "already holds a run (last.pt, best.pt, results.json)",
+    ),
+    (["eval_only=true", "checkpoint={marker}/last.pt"], "last.pt is incomplete: it has no 'algorithm', 'config'"),
     (["train.init_from=/no/such/run"], "train.init_from=/no/such/run: no such file"),
     (["train.init_from={empty}"], "train.init_from={empty}: no such file (the run dir has no best.pt)"),
     (["train.init_from={truncated}/last.pt"], "last.pt is unreadable or not a safe tensor checkpoint"),
+    (["train.init_from={marker}/last.pt"], "last.pt is incomplete: it has no 'algorithm'"),
 ]
 
 
@@ -128,9 +151,12 @@ def places(glyphs_root, tmp_path_factory):
     (base / "zips").mkdir()
     (base / "zips" / "images_background_small1.zip").write_bytes(b"this is not a zip file")
     (base / "file").write_text("not a directory")
-    for name, damage in (
-        ("truncated", lambda p: p.write_bytes(p.read_bytes()[:200])),
-        ("foreign", lambda p: torch.save({"state_dict": {}}, p)),
+    for name, damaged, damage in (
+        ("truncated", "last.pt", lambda p: p.write_bytes(p.read_bytes()[:200])),
+        ("foreign", "last.pt", lambda p: torch.save({"state_dict": {}}, p)),
+        ("marker", "last.pt", lambda p: torch.save({"format": "fewshot-exp-checkpoint-v1"}, p)),
+        ("cut_best", "best.pt", lambda p: p.write_bytes(p.read_bytes()[:200])),
+        ("no_last", "last.pt", lambda p: p.unlink()),
     ):
         copy = base / name
         copy.mkdir()
@@ -138,7 +164,7 @@ def places(glyphs_root, tmp_path_factory):
             if f.is_file() and "wandb" not in f.parts:
                 (copy / f.relative_to(run)).parent.mkdir(parents=True, exist_ok=True)
                 (copy / f.relative_to(run)).write_bytes(f.read_bytes())
-        damage(copy / "last.pt")
+        damage(copy / damaged)
     assert not zipfile.is_zipfile(base / "zips" / "images_background_small1.zip")
     return {
         "run": run,
@@ -147,6 +173,9 @@ def places(glyphs_root, tmp_path_factory):
         "file": base / "file",
         "truncated": base / "truncated",
         "foreign": base / "foreign",
+        "marker": base / "marker",
+        "cut_best": base / "cut_best",
+        "no_last": base / "no_last",
         "glyphs": glyphs_root,
     }
 
@@ -172,7 +201,7 @@ def test_bad_input(overrides, message, places, tmp_path, monkeypatch, capfd):
         argv.append(f"dataset.root={places['glyphs']}")
     if not any(a.startswith(("hydra.run.dir=", "resume=/", f"resume={tmp_path.anchor}")) for a in argv):
         argv.append(f"hydra.run.dir={tmp_path / 'new'}")
-    before = {name: digest(places[name]) for name in ("run", "truncated", "foreign")}
+    before = {name: digest(places[name]) for name in ("run", "truncated", "foreign", "marker", "cut_best", "no_last")}
     capfd.readouterr()
     code = call_cli([*TINY, "logger=none", *argv], monkeypatch)
     out, err = capfd.readouterr()

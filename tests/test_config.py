@@ -79,3 +79,16 @@ def test_run_names_leave_out_paths_and_logger_settings():
         overrides = ["encoder=torchvision", "episode.k_shot=1", *paths, *logger]
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
     assert cfg.hydra.job.override_dirname == "encoder=torchvision,episode.k_shot=1"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["dataset.split_files={train: a.txt, val: b.txt, test: c.txt}"],
+        ["dataset.split_files.train=a.txt", "dataset.split_files.val=b.txt", "dataset.split_files.test=c.txt"],
+    ],
+)
+def test_folder_split_files_can_be_set_on_the_command_line(overrides):
+    """A dict (or one key at a time) merges into the schema's SplitFiles node; None was not mergeable."""
+    cfg = make("dataset=folder", "dataset.root=/x", *overrides)
+    assert dict(cfg.dataset.split_files) == {"train": "a.txt", "val": "b.txt", "test": "c.txt"}

@@ -105,7 +105,7 @@ def test_resume_refuses_a_changed_config_and_fresh_runs_refuse_to_overwrite(glyp
     assert run(tmp_path, "", data, "train.episodes=10", "train.checkpoint_every=10").returncode == 0
     before = (tmp_path / "last.pt").read_bytes()
     proc = run(tmp_path, "", data, "train.episodes=10")
-    assert proc.returncode == 2 and "already holds a run (last.pt)" in proc.stderr
+    assert proc.returncode == 2 and "already holds a run (last.pt, best.pt, results.json)" in proc.stderr
     proc = run(tmp_path, "", data, "train.episodes=10", "train.lr=0.5", "resume=true")
     assert (
         proc.returncode == 2

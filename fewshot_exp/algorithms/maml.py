@@ -161,6 +161,21 @@ def measure_embedding_dim(encoder: nn.Module, image_size: int) -> int:
         return int(encoder(dummy).shape[-1])
 
 
+def check_embedding_dim(encoder: nn.Module, image_size: int, embedding_dim: int | None) -> None:
+    """A set `algorithm.embedding_dim` must be what the encoder gives at the data's image size (if measurable)."""
+    if embedding_dim is None:
+        return
+    try:
+        measured = measure_embedding_dim(encoder, image_size)
+    except UserError:  # an encoder without convolutions: the setting is all there is
+        return
+    if embedding_dim != measured:
+        raise UserError(
+            f"algorithm.embedding_dim={embedding_dim} but the encoder gives {measured}-d embeddings of "
+            f"{image_size} px images; leave algorithm.embedding_dim=null to use the measured size"
+        )
+
+
 def detached(weights: Weights) -> Weights:
     return {group: {k: w.detach() for k, w in ws.items()} for group, ws in weights.items()}
 
@@ -235,6 +250,8 @@ class MAML(FewShotAlgorithm):
         use_task_batch_norm(self.encoder)  # batch statistics always; no running buffers to leak into
 
         needs_dim = not self.prototype_head or meta_sgd
+        if embedding_dim is not None and embedding_dim < 1:
+            raise UserError(f"algorithm.embedding_dim must be positive or null (= measured), got {embedding_dim}")
         dim = (embedding_dim or measure_embedding_dim(self.encoder, image_size)) if needs_dim else None
         if not self.prototype_head:
             self.head = nn.Linear(dim, max(n_way, train_n_way or 0))

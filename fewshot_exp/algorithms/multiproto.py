@@ -104,13 +104,13 @@ class MultiProto(FewShotAlgorithm):
     ):
         super().__init__(encoder, distance)
         for name, value in (("per_class", per_class), ("scale", scale)):
-            if value <= 0:
+            if not 0 < value < math.inf:  # False for nan too
                 raise UserError(f"algorithm.{name} must be positive, got {value}")
         for name, value in (("kmeans_iters", kmeans_iters), ("fit_steps", fit_steps), ("fit_lr", fit_lr)):
-            if value < 0:
+            if not 0 <= value < math.inf:
                 raise UserError(f"algorithm.{name} must be >= 0, got {value}")
         for name, value in (("weight_lr", weight_lr), ("alpha", alpha)):
-            if value < 0:
+            if not 0 <= value < math.inf:
                 raise UserError(f"algorithm.{name} must be >= 0, got {value}")
         if not 0 <= ambiguity <= 1:
             raise UserError(f"algorithm.ambiguity must be in [0, 1], got {ambiguity}")

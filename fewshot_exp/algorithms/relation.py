@@ -51,8 +51,8 @@ class RelationNetwork(FewShotAlgorithm):
                 f"algorithm=relation needs feature maps, which encoder {type(encoder).__name__} does not "
                 "provide; use encoder=conv4 or encoder=resnet12"
             )
-        if pooled_blocks is not None and pooled_blocks < 0:
-            raise UserError(f"algorithm.pooled_blocks must be >= 0 or null (= all), got {pooled_blocks}")
+        if pooled_blocks is not None and not 0 <= pooled_blocks <= 4:  # Conv-4 and ResNet-12 have 4 blocks
+            raise UserError(f"algorithm.pooled_blocks must be in 0..4 or null (= all 4), got {pooled_blocks}")
         self.class_feature = option(class_feature)
         if self.class_feature not in ("sum", "mean"):
             raise UserError(f"algorithm.class_feature must be sum or mean, got {self.class_feature!r}")

@@ -89,5 +89,8 @@ def cross_domain_test(cfg: Any, train: ImageSet) -> ImageSet:
 
     name = cfg.eval.dataset
     node = dataset_node(name, cfg.eval.dataset_root, train.images.shape[-1])
-    test = TEST_SETS[name](node) if name in TEST_SETS else merge(DATASETS[name](node))
+    try:
+        test = TEST_SETS[name](node) if name in TEST_SETS else merge(DATASETS[name](node))
+    except UserError as e:  # the loaders name dataset.root; here it is set as eval.dataset_root
+        raise UserError(str(e).replace("dataset.root", "eval.dataset_root")) from None
     return convert(test, train.images.shape[-1], train.images.shape[1])

@@ -26,6 +26,7 @@ def load_folder(cfg: Any) -> Splits:
     if cfg.channels not in (1, 3):
         raise UserError(f"dataset.channels must be 1 or 3, got {cfg.channels}")
     ratios = _ratios(cfg.split)
+    listed = _lists_given(cfg.split_files)
     root = require_root(cfg.root, "your/images")
     classes = {
         d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in EXTENSIONS)
@@ -35,7 +36,7 @@ def load_folder(cfg: Any) -> Splits:
     classes = {name: files for name, files in classes.items() if files}
     if not classes:
         raise UserError(f"no class folders with images (<class>/*.png or *.jpg) in {root}")
-    split = _listed_split(root, cfg.split_files) if cfg.split_files is not None else _ratio_split(classes, ratios, cfg)
+    split = _listed_split(root, cfg.split_files) if listed else _ratio_split(classes, ratios, cfg)
     for s in SPLIT_NAMES:
         unknown = [c for c in split[s] if c not in classes]
         if unknown:
@@ -63,6 +64,15 @@ def _ratio_split(classes: dict[str, list[Path]], ratios: list[float], cfg: Any) 
             f"(train/val/test: {counts}); add classes or change the fractions"
         )
     return random_class_split(sorted(classes), counts, cfg.split_seed)
+
+
+def _lists_given(files: Any) -> bool:
+    """Whether `dataset.split_files` is used: all three lists, or none (a UserError names the missing ones)."""
+    given = {s: files.get(s) if files is not None else None for s in SPLIT_NAMES}
+    missing = [s for s, path in given.items() if path is None]
+    if missing and len(missing) < len(SPLIT_NAMES):
+        raise UserError(f"dataset.split_files needs train, val and test lists; {', '.join(missing)} not set")
+    return not missing
 
 
 def _listed_split(root: Path, files: Any) -> dict[str, list[str]]:
