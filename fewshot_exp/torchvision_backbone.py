@@ -60,7 +60,8 @@ def load_weights(model: nn.Module, path: str, name: str) -> None:
     """Load a local state dict of the torchvision model `name` into `model`; one-line UserError otherwise."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise UserError(f"encoder.weights={path} does not exist")
+        problem = "is a directory, not a" if file.is_dir() else "does not exist: give a"
+        raise UserError(f"encoder.weights={path} {problem} state-dict file")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, corrupted, or a pickle that weights_only refuses

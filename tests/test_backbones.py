@@ -205,7 +205,8 @@ def test_torchvision_bad_weight_files(tmp_path, resnet18_file):
     pickled = tmp_path / "object.pth"
     torch.save({"model": torch.nn.Linear(2, 2)}, pickled)
     cases = [
-        (tmp_path / "missing.pth", "does not exist"),
+        (tmp_path / "missing.pth", "does not exist: give a state-dict file"),
+        (tmp_path, "is a directory, not a state-dict file"),
         (corrupt, "is unreadable or not a safe tensor file"),
         (foreign, r"does not hold torchvision resnet18 weights: \d+ keys missing \(e.g. conv1.weight\)"),
         (pickled, "is unreadable or not a safe tensor file"),

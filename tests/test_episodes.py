@@ -2,7 +2,8 @@ import pytest
 import torch
 from conftest import random_imageset
 
-from fewshot_exp.data.episodes import EpisodeSampler
+from fewshot_exp.data.episodes import EpisodeSampler, check_shape
+from fewshot_exp.data.imageset import ImageSet
 from fewshot_exp.errors import UserError
 
 
@@ -73,3 +74,10 @@ def test_uneven_class_sizes_never_pad():
 def test_shape_the_split_cannot_fill(n, k, q, match):
     with pytest.raises(UserError, match=match):
         sampler(random_imageset(12, 10), n=n, k=k, q=q)
+
+
+def test_a_split_with_one_class_says_no_episode_fits():
+    """The advice `use n_way <= 1` would itself be refused: a split of one class fits no episode."""
+    one_class = ImageSet.from_class_lists([torch.zeros(5, 1, 4, 4, dtype=torch.uint8)], ["a"])
+    with pytest.raises(UserError, match="the 1 classes of the val split; it needs at least 2 for any episode"):
+        check_shape(one_class, "val", 2, 1, 1)

@@ -40,7 +40,7 @@ def check_shape(split: ImageSet, split_name: str, n_way: int, k_shot: int, n_que
     if n_way > split.n_classes:
         raise UserError(
             f"n_way={n_way} is more than the {split.n_classes} classes of the {split_name} split; "
-            f"use n_way <= {split.n_classes}"
+            + (f"use n_way <= {split.n_classes}" if split.n_classes >= 2 else "it needs at least 2 for any episode")
         )
     if k_shot + n_query > split.min_per_class:
         raise UserError(
