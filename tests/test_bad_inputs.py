@@ -141,6 +141,16 @@ def digest(folder: Path) -> dict[str, str]:
     }
 
 
+# The copies of the finished run that `places` damages: name -> (the file, what is done to it).
+DAMAGED_COPIES = {
+    "truncated": ("last.pt", lambda p: p.write_bytes(p.read_bytes()[:200])),
+    "foreign": ("last.pt", lambda p: torch.save({"state_dict": {}}, p)),
+    "marker": ("last.pt", lambda p: torch.save({"format": "fewshot-exp-checkpoint-v1"}, p)),
+    "cut_best": ("best.pt", lambda p: p.write_bytes(p.read_bytes()[:200])),
+    "no_last": ("last.pt", lambda p: p.unlink()),
+}
+
+
 @pytest.fixture(scope="module")
 def places(glyphs_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("bad-inputs")
@@ -151,13 +161,7 @@ def places(glyphs_root, tmp_path_factory):
     (base / "zips").mkdir()
     (base / "zips" / "images_background_small1.zip").write_bytes(b"this is not a zip file")
     (base / "file").write_text("not a directory")
-    for name, damaged, damage in (
-        ("truncated", "last.pt", lambda p: p.write_bytes(p.read_bytes()[:200])),
-        ("foreign", "last.pt", lambda p: torch.save({"state_dict": {}}, p)),
-        ("marker", "last.pt", lambda p: torch.save({"format": "fewshot-exp-checkpoint-v1"}, p)),
-        ("cut_best", "best.pt", lambda p: p.write_bytes(p.read_bytes()[:200])),
-        ("no_last", "last.pt", lambda p: p.unlink()),
-    ):
+    for name, (damaged, damage) in DAMAGED_COPIES.items():
         copy = base / name
         copy.mkdir()
         for f in run.rglob("*"):
@@ -171,11 +175,7 @@ def places(glyphs_root, tmp_path_factory):
         "empty": base / "empty",
         "zips": base / "zips",
         "file": base / "file",
-        "truncated": base / "truncated",
-        "foreign": base / "foreign",
-        "marker": base / "marker",
-        "cut_best": base / "cut_best",
-        "no_last": base / "no_last",
+        **{name: base / name for name in DAMAGED_COPIES},
         "glyphs": glyphs_root,
     }
 
@@ -201,7 +201,7 @@ def test_bad_input(overrides, message, places, tmp_path, monkeypatch, capfd):
         argv.append(f"dataset.root={places['glyphs']}")
     if not any(a.startswith(("hydra.run.dir=", "resume=/", f"resume={tmp_path.anchor}")) for a in argv):
         argv.append(f"hydra.run.dir={tmp_path / 'new'}")
-    before = {name: digest(places[name]) for name in ("run", "truncated", "foreign", "marker", "cut_best", "no_last")}
+    before = {name: digest(places[name]) for name in ("run", *DAMAGED_COPIES)}
     capfd.readouterr()
     code = call_cli([*TINY, "logger=none", *argv], monkeypatch)
     out, err = capfd.readouterr()

@@ -68,8 +68,7 @@ def _ratio_split(classes: dict[str, list[Path]], ratios: list[float], cfg: Any) 
 
 def _lists_given(files: Any) -> bool:
     """Whether `dataset.split_files` is used: all three lists, or none (a UserError names the missing ones)."""
-    given = {s: files.get(s) if files is not None else None for s in SPLIT_NAMES}
-    missing = [s for s, path in given.items() if path is None]
+    missing = [s for s in SPLIT_NAMES if files[s] is None]
     if missing and len(missing) < len(SPLIT_NAMES):
         raise UserError(f"dataset.split_files needs train, val and test lists; {', '.join(missing)} not set")
     return not missing
