@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from fewshot_exp.algorithms.maml import check_embedding_dim
 from fewshot_exp.config import train_shape
 from fewshot_exp.data import load_dataset
 from fewshot_exp.data.augment import Normalize, build_augment
-from fewshot_exp.data.episodes import EpisodeSampler, check_shape
+from fewshot_exp.data.episodes import EpisodeSampler, batch_bytes, check_shape
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.distances import Distance
 from fewshot_exp.errors import UserError
@@ -43,6 +44,29 @@ def check_episode_shapes(cfg: Any, splits: Splits) -> None:
     check_shape(splits.train, "train", t.n_way, t.k_shot, t.n_query)
     check_shape(splits.val, "validation", e.n_way, e.k_shot, e.n_query)
     check_shape(splits.test, "test", e.n_way, e.k_shot, e.n_query)
+
+
+def device_memory(device: torch.device) -> int:
+    """Total bytes of the device's memory: the GPU's, or the machine's physical RAM."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_batch_memory(cfg: Any, splits: Splits) -> None:
+    """Fail before training if one training batch's images alone exceed the device's memory (evaluation
+    batches are cut to `eval.batch_images`). A lower bound: activations need many times more."""
+    t = train_shape(cfg)
+    need = batch_bytes(splits.train, t.n_way, t.k_shot, t.n_query, t.tasks)
+    have = device_memory(splits.train.images.device)
+    if need > have:
+        key = "episode.tasks" if cfg.train.episode.tasks is None else "train.episode.tasks"
+        c, h, w = splits.train.images.shape[1:]
+        raise UserError(
+            f"{key}={t.tasks} needs {need / 2**30:.1f} GiB for one training batch's images alone ({t.tasks} tasks "
+            f"x {t.n_way} classes x {t.k_shot}+{t.n_query} images of {c}x{h}x{w} floats), more than the "
+            f"{have / 2**30:.1f} GiB of {splits.train.images.device.type} memory; lower {key}"
+        )
 
 
 def samplers(cfg: Any, splits: Splits, seed: int) -> dict[str, EpisodeSampler]:

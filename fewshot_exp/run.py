@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from fewshot_exp.build import build_algorithm, load_splits, samplers, select_device
+from fewshot_exp.build import build_algorithm, check_batch_memory, load_splits, samplers, select_device
 from fewshot_exp.checkpoint import RESUME_KEYS, load_checkpoint, remove_partial_writes
 from fewshot_exp.config import train_shape, validate
 from fewshot_exp.errors import UserError
@@ -124,6 +124,7 @@ def run_experiment(
     seed_everything(cfg.seed, cfg.deterministic)
     lake_runs = load_lake_runs_for(cfg)
     splits = load_splits(cfg, device)
+    check_batch_memory(cfg, splits)  # training only: an eval_only run samples no training batch
     episode_samplers = samplers(cfg, splits, cfg.seed)
     algorithm = build_algorithm(cfg, splits.train.images.shape[1], device)
     choices = choices or {}

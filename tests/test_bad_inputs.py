@@ -79,6 +79,8 @@ CATALOGUE = [
     (["episode.k_shot=15"], "k_shot + n_query = 15 + 15 is more than the 20 images per class"),
     (["train.episode.n_way=900"], "n_way=900 is more than the 844 classes of the train split"),
     (["train.episode.k_shot=10", "train.episode.n_query=11"], "k_shot + n_query = 10 + 11 is more than the 20"),
+    (["episode.tasks=10000000"], "episode.tasks=10000000 needs 2920.6 GiB for one training batch's images alone"),
+    (["train.episode.tasks=10000000"], "train.episode.tasks=10000000 needs 2920.6 GiB"),
     # paths and files
     (["dataset=omniglot"], "dataset.root is not set"),
     (["dataset=omniglot", "dataset.root=/no/such/dir"], "dataset.root=/no/such/dir does not exist"),

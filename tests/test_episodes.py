@@ -2,7 +2,7 @@ import pytest
 import torch
 from conftest import random_imageset
 
-from fewshot_exp.data.episodes import EpisodeSampler, check_shape
+from fewshot_exp.data.episodes import EpisodeSampler, batch_bytes, check_shape
 from fewshot_exp.data.imageset import ImageSet
 from fewshot_exp.errors import UserError
 
@@ -25,6 +25,13 @@ def test_episode_shapes_and_labels():
     for t in range(6):
         assert torch.equal(ep.support_y[t].bincount(), torch.full((5,), 3))
         assert torch.equal(ep.query_y[t].bincount(), torch.full((5,), 4))
+
+
+def test_batch_bytes_is_the_sampled_float_images():
+    split = random_imageset(12, 10)
+    ep = sampler(split).sample()
+    sampled = sum(x.numel() * x.element_size() for x in (ep.support_x, ep.query_x))
+    assert batch_bytes(split, 5, 3, 4, 6) == sampled == 6 * 5 * 7 * 28 * 28 * 4
 
 
 def test_support_and_query_disjoint_and_classes_consistent():

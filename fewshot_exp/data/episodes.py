@@ -49,6 +49,11 @@ def check_shape(split: ImageSet, split_name: str, n_way: int, k_shot: int, n_que
         )
 
 
+def batch_bytes(split: ImageSet, n_way: int, k_shot: int, n_query: int, tasks: int) -> int:
+    """Bytes of one sampled batch's float images [T, N, K+Q, C, H, W]: memory any algorithm needs at once."""
+    return tasks * n_way * (k_shot + n_query) * split.images[0].numel() * 4
+
+
 class EpisodeSampler:
     """Draws batches of tasks from one split. All tensors stay on the split's device."""
 
