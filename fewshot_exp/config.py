@@ -172,6 +172,11 @@ class EncoderConfig:
     _target_: str = MISSING
 
 
+class Downsample(Enum):
+    maxpool = "maxpool"  # conv3x3 - BN - ReLU - 2x2 max-pool (Vinyals et al., Snell et al.)
+    stride = "stride"  # stride-2 conv3x3 - BN - ReLU, maps averaged at the end (Finn et al.'s Omniglot network)
+
+
 @dataclass
 class Conv4Config(EncoderConfig):
     _target_: str = "fewshot_exp.encoders.Conv4"
@@ -179,6 +184,7 @@ class Conv4Config(EncoderConfig):
     out_channels: int = 64
     channels_last: bool = True
     fuse_norm_pool: bool = True  # training on CPU: BN + max-pool + ReLU as one function (fewshot_exp/norm_pool.py)
+    downsample: Downsample = Downsample.maxpool
 
 
 @dataclass

@@ -8,13 +8,18 @@ from torch import nn
 
 from fewshot_exp.norm_pool import batch_norm_max_pool_relu, fusable
 
+DOWNSAMPLE = ("maxpool", "stride")
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+
+def conv_block(in_channels: int, out_channels: int, downsample: str = "maxpool") -> nn.Sequential:
+    """conv3x3 - BN - ReLU - maxpool2, or with `downsample="stride"` a stride-2 conv3x3 - BN - ReLU (an Identity
+    stands in for the pool, so both have the same parameters and state-dict keys)."""
+    stride = 2 if downsample == "stride" else 1
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1),
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
+        nn.MaxPool2d(2) if downsample == "maxpool" else nn.Identity(),
     )
 
 
@@ -64,6 +69,10 @@ class Conv4(nn.Module):
     (running statistics) is folded into the conv. In training on CPU, `fuse_norm_pool` runs BN, max-pool and
     ReLU as one autograd function (`fewshot_exp.norm_pool`: the same function up to float rounding, fewer passes
     over the conv output); `fuse_norm_pool=False` keeps the modules' own kernels.
+
+    `downsample="stride"` is Finn et al.'s (2017) Omniglot network: stride-2 convolutions instead of max-pooling
+    (28 -> 14 -> 7 -> 4 -> 2 px) and the last maps averaged over space, so the embedding has `out_channels`
+    dimensions at any image size.
     """
 
     def __init__(
@@ -73,14 +82,14 @@ class Conv4(nn.Module):
         out_channels: int = 64,
         channels_last: bool = True,
         fuse_norm_pool: bool = True,
+        downsample: object = "maxpool",
     ):
         super().__init__()
-        self.layers = nn.Sequential(
-            conv_block(in_channels, hidden),
-            conv_block(hidden, hidden),
-            conv_block(hidden, hidden),
-            conv_block(hidden, out_channels),
-        )
+        self.downsample = getattr(downsample, "value", downsample)  # an Enum member from the config, or a str
+        if self.downsample not in DOWNSAMPLE:
+            raise ValueError(f"downsample must be one of {DOWNSAMPLE}, got {downsample!r}")
+        widths = [in_channels, hidden, hidden, hidden, out_channels]
+        self.layers = nn.Sequential(*(conv_block(a, b, self.downsample) for a, b in zip(widths, widths[1:])))
         self.out_channels = out_channels
         self.channels_last = channels_last
         self.fuse_norm_pool = fuse_norm_pool
@@ -91,8 +100,11 @@ class Conv4(nn.Module):
         """Un-flattened feature maps [B, out_channels, h, w].
 
         `pooled_blocks`: how many blocks (from the first) end in their 2x2 max-pool; None = all 4. The
-        weights are the same either way (pooling has none); Relation Networks pool only the first 2.
+        weights are the same either way (pooling has none); Relation Networks pool only the first 2. A strided
+        Conv-4 always downsamples, so it takes only None.
         """
+        if pooled_blocks is not None and self.downsample == "stride":
+            raise ValueError("a strided Conv-4 downsamples in every block; pooled_blocks must be None")
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for i, (conv, norm, relu, pool) in enumerate(self.layers):
@@ -103,8 +115,9 @@ class Conv4(nn.Module):
             x = conv_bn_eval(conv, norm, x) if folds(norm) else norm(conv(x))
             # relu(maxpool(x)) == maxpool(relu(x)), gradients included (ReLU is monotone and zeroes the gradient
             # wherever a window's max is <= 0), with the ReLU and its backward on 4x fewer values.
-            x = relu(pooled(pool, x, self.channels_last)) if pools else relu(x)
+            x = relu(pooled(pool, x, self.channels_last)) if pools and isinstance(pool, nn.MaxPool2d) else relu(x)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
+        maps = self.features(x)
+        return maps.mean((2, 3)) if self.downsample == "stride" else maps.flatten(1)

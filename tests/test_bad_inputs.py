@@ -57,6 +57,8 @@ CATALOGUE = [
     (["train.lr=nan"], "train.lr must be positive, got nan"),
     (["train.lr=inf"], "train.lr must be positive and finite, got inf"),
     (["encoder.hidden=0"], "encoder.hidden must be positive, got 0"),
+    (["encoder.downsample=avgpool"], "Invalid value 'avgpool', expected one of [maxpool, stride]"),
+    (["algorithm=relation", "encoder.downsample=stride"], "algorithm.pooled_blocks needs max-pooling blocks"),
     (["dataset.image_size=15"], "dataset.image_size=15 is too small for encoder=conv4"),
     (["algorithm=relation", "algorithm.pooled_blocks=5"], "algorithm.pooled_blocks must be in 0..4"),
     (["algorithm=maml", "algorithm.embedding_dim=10"], "algorithm.embedding_dim=10 but the encoder gives 8-d"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fewshot_exp.encoders import Conv4
 
@@ -76,3 +77,34 @@ def test_evaluation_max_pool_without_indices_is_exact():
     with torch.no_grad():
         fast = net(images)
     assert torch.equal(fast, net(images).detach())  # with autograd on, every block uses the kernel
+
+
+def finn_omniglot_net(encoder: Conv4, x: torch.Tensor) -> torch.Tensor:
+    """Finn et al.'s Omniglot network written out: 4 x [stride-2 conv3x3 - batch-statistics BN - ReLU], then the
+    mean over space."""
+    for conv, norm, _, _ in encoder.layers:
+        x = F.conv2d(x, conv.weight, conv.bias, stride=2, padding=1)
+        x = F.relu(F.batch_norm(x, None, None, norm.weight, norm.bias, training=True, eps=norm.eps))
+    return x.mean((2, 3))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_strided_conv4_is_finn_et_al_s_omniglot_network(channels_last):
+    torch.manual_seed(0)
+    encoder = Conv4(in_channels=1, hidden=8, out_channels=16, channels_last=channels_last, downsample="stride")
+    assert [tuple(block[0].stride) for block in encoder.layers] == [(2, 2)] * 4
+    x = torch.randn(6, 1, 28, 28)
+    assert encoder.features(x).shape == (6, 16, 2, 2)  # 28 -> 14 -> 7 -> 4 -> 2 px
+    out = encoder(x)
+    assert out.shape == (6, 16)
+    torch.testing.assert_close(out, finn_omniglot_net(encoder, x), rtol=1e-5, atol=1e-6)
+    encoder.eval()  # running statistics (now updated by the forward above), BN folded into the strided conv
+    with torch.no_grad():
+        unfolded = x
+        for conv, norm, relu, _ in encoder.layers:
+            unfolded = relu(norm(conv(unfolded)))
+        torch.testing.assert_close(encoder(x), unfolded.mean((2, 3)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="pooled_blocks must be None"):
+        encoder.features(x, 2)
+    with pytest.raises(ValueError, match="downsample must be one of"):
+        Conv4(downsample="avgpool")

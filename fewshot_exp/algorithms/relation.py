@@ -51,6 +51,11 @@ class RelationNetwork(FewShotAlgorithm):
                 f"algorithm=relation needs feature maps, which encoder {type(encoder).__name__} does not "
                 "provide; use encoder=conv4 or encoder=resnet12"
             )
+        if pooled_blocks is not None and getattr(encoder, "downsample", "maxpool") == "stride":
+            raise UserError(
+                "algorithm.pooled_blocks needs max-pooling blocks, and encoder.downsample=stride has none; "
+                "use encoder.downsample=maxpool or algorithm.pooled_blocks=null"
+            )
         if pooled_blocks is not None and not 0 <= pooled_blocks <= 4:  # Conv-4 and ResNet-12 have 4 blocks
             raise UserError(f"algorithm.pooled_blocks must be in 0..4 or null (= all 4), got {pooled_blocks}")
         self.class_feature = option(class_feature)
