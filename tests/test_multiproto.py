@@ -75,6 +75,10 @@ def test_per_class_is_capped_at_k_shot_and_kmeans_centres_are_points_means():
 def test_unbalanced_support_is_a_user_error():
     with pytest.raises(UserError, match="same number of support images"):
         by_class(torch.zeros(1, 5, 2), torch.tensor([[0, 0, 0, 1, 1]]), 2)
+    with pytest.raises(UserError, match="same number of support images"):  # balanced over the batch, not per task
+        by_class(torch.zeros(2, 4, 2), torch.tensor([[0, 0, 0, 1], [0, 1, 1, 1]]), 2)
+    grouped = by_class(torch.arange(16.0).view(2, 4, 2), torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]]), 2)
+    assert grouped[0, 0].tolist() == [[2, 3], [4, 5]] and grouped[1, 1].tolist() == [[10, 11], [12, 13]]
 
 
 def test_zero_steps_one_prototype_per_class_predicts_like_protonet():

@@ -15,7 +15,8 @@ through the generated points and the encoder through the queries, the real suppo
 ProtoNet, bit for bit (the generator is then not used).
 
 G is a three-layer MLP with leaky ReLU, [D + noise_dim] -> hidden -> hidden -> D. It starts (our choice) as the
-identity on the seed plus a small noise term (when hidden >= D), so training begins as ProtoNet with jittered
+identity on the seed plus a small noise term (when hidden >= D; exactly so on non-negative seeds, as the leaky
+ReLUs scale negative coordinates by 0.2), so training begins as ProtoNet with jittered
 copies of real support points rather than with M random points per class; with hidden < D it gets torch's
 default Linear initialisation. D is read from the first episode (G is a torch lazy module).
 

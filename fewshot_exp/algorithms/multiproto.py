@@ -60,7 +60,8 @@ class Penalty(Enum):
 def by_class(support: torch.Tensor, support_y: torch.Tensor, n_way: int) -> torch.Tensor:
     """Support embeddings [T, N*K, D] grouped by class -> [T, N, K, D] (support order kept within a class)."""
     t, s, d = support.shape
-    if s % n_way or not (torch.bincount(support_y.flatten(), minlength=n_way) == t * s // n_way).all():
+    counts = (support_y.unsqueeze(-1) == torch.arange(n_way, device=support_y.device)).sum(1)  # [T, N], per task
+    if s % n_way or not (counts == s // n_way).all():
         raise UserError(f"multiproto needs the same number of support images in each of the {n_way} classes")
     order = support_y.argsort(dim=1, stable=True)
     return support.gather(1, order.unsqueeze(-1).expand(-1, -1, d)).view(t, n_way, s // n_way, d)
