@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -40,7 +41,10 @@ def workloads(args: argparse.Namespace) -> list[tuple[str, partial]]:
 
 def main(argv: list[str] | None = None) -> None:
     args = on_off_arguments(__doc__, REPO / "benchmarks" / "amp.json", argv, device=True)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda but no CUDA GPU is available")
     device, budget = torch.device(args.device), args.budget
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # as `python -m fewshot_exp` runs
     started, load = time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
     report = {"started": started, "load_before": load, "device": str(device), "threads": torch.get_num_threads()}
     report |= {"cpu_bf16_flags": bf16_flags(), "rows": {}}

@@ -298,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but no CUDA GPU is available")
     device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # as `python -m fewshot_exp` runs (for every contender)
     if args.memory_pass:
         print(json.dumps(memory_pass(args.memory_pass, args.contender, args.mode, device)))
         return

@@ -20,7 +20,7 @@ from fewshot_exp.evaluate import evaluate, lake_runs_error
 from fewshot_exp.pretrained import init_encoder
 from fewshot_exp.scheduler import is_requeue, job_id
 from fewshot_exp.tracking import Tracker
-from fewshot_exp.train import train
+from fewshot_exp.train import check_resume_device, train
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,10 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)
     if deterministic:  # GPU runs: same kernels, same results (CPU runs are deterministic already)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
+    # set both ways: the jobs of a multirun share one process, and one job's setting must not reach the next
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic  # cuDNN autotuning (CUDA only)
 
 
 def load_lake_runs_for(cfg: Any) -> list | None:
@@ -77,10 +76,10 @@ def resume_state(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any
     last = run_dir / "last.pt"
     remove_partial_writes(run_dir)
     if not cfg.resume and last.exists() and job_id() is not None:  # run by a scheduler: maybe its requeue
-        state = load_checkpoint(last, map_location=device, needs=RESUME_KEYS)
+        state = load_checkpoint(last, map_location="cpu", needs=RESUME_KEYS)
         if is_requeue(state, finished=(run_dir / "results.json").exists()):
             log.info("requeued job %s: continuing its run", state["job_id"])
-            return checked_resume(cfg, last, state)
+            return checked_resume(cfg, last, state, device)
     if not cfg.resume:
         held = held_run_files(run_dir)
         if held:
@@ -92,10 +91,10 @@ def resume_state(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any
     if not last.exists():
         log.info("resume=true but %s has no last.pt yet: starting from the beginning", run_dir)
         return None
-    state = load_checkpoint(last, map_location=device, needs=RESUME_KEYS)
+    state = load_checkpoint(last, map_location="cpu", needs=RESUME_KEYS)
     if (run_dir / "best.pt").exists():  # read at the end of training: a damaged one is found now, not then
         load_checkpoint(run_dir / "best.pt", map_location=device)
-    return checked_resume(cfg, last, state)
+    return checked_resume(cfg, last, state, device)
 
 
 def held_run_files(run_dir: Path) -> list[str]:
@@ -103,14 +102,16 @@ def held_run_files(run_dir: Path) -> list[str]:
     return [name for name in ("last.pt", "best.pt", "results.json") if (run_dir / name).exists()]
 
 
-def checked_resume(cfg: Any, last: Path, state: dict[str, Any]) -> dict[str, Any]:
-    """`state` (read from `last`) if its config matches the run's, else a UserError naming the differences."""
+def checked_resume(cfg: Any, last: Path, state: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """`state` (read from `last`) if its config matches the run's and it was written on the same kind of device,
+    else a UserError naming the differences."""
     differences = config_differences(cfg, state["config"])
     if differences:
         raise UserError(
             f"cannot resume {last}: the config differs from the checkpoint's in "
             f"{', '.join(differences[:5])}{' ...' if len(differences) > 5 else ''}"
         )
+    check_resume_device(state, device, last)
     log.info("resuming %s at episode %d", last.parent, state["progress"]["episode"])
     return state
 

@@ -8,7 +8,6 @@ the local `metrics.jsonl` and `results.json` are always written.
 from __future__ import annotations
 
 import json
-import math
 import netrc
 import os
 import warnings
@@ -33,18 +32,22 @@ def wandb_mode(mode: str) -> str:
     return "online" if logged_in_to_wandb() else "offline"
 
 
-def _step(line: str) -> int | None:
+def kept_on_resume(line: str, last_step: int) -> bool:
+    """Whether a metrics.jsonl row survives a resume from episode `last_step`: a whole training or validation row
+    logged at or before it. The test row is dropped whatever its step: a resumed run tests again."""
     try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):  # a line cut short by a kill
-        return None
+        row = json.loads(line)
+    except ValueError:  # a line cut short by a kill
+        return False
+    step = row.get("step") if isinstance(row, dict) else None
+    return isinstance(step, int) and step <= last_step and not any(k.startswith("test/") for k in row)
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep the rows of metrics.jsonl up to `last_step` (rewritten atomically)."""
+    """Keep the rows of metrics.jsonl that `kept_on_resume` keeps (rewritten atomically)."""
     if not path.exists():
         return
-    rows = [line for line in path.read_text().splitlines() if (_step(line) or math.inf) <= last_step]
+    rows = [line for line in path.read_text().splitlines() if kept_on_resume(line, last_step)]
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(row + "\n" for row in rows))
     os.replace(tmp, path)

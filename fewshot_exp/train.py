@@ -27,6 +27,7 @@ from tqdm import tqdm
 from fewshot_exp.algorithms.base import FewShotAlgorithm
 from fewshot_exp.checkpoint import save_checkpoint
 from fewshot_exp.data.episodes import Episode, EpisodeSampler
+from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import evaluate
 from fewshot_exp.scheduler import REQUEUE_SIGNAL, hand_over, job_id
 from fewshot_exp.tracking import Tracker
@@ -85,18 +86,38 @@ def training_step(
 
 
 def rng_state(sampler: EpisodeSampler) -> dict[str, Any]:
+    """Every random state a resume must restore; CUDA's only for the run's own GPU (no context on the others)."""
+    device = sampler.generator.device
     state = {"python": random.getstate(), "torch": torch.get_rng_state(), "sampler": sampler.generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    state["device"] = device.type
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
 def set_rng_state(state: dict[str, Any], sampler: EpisodeSampler) -> None:
+    """Restore `rng_state`'s states; they are CPU ByteTensors whatever the checkpoint was loaded with."""
+    device = sampler.generator.device
     random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    sampler.generator.set_state(state["sampler"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    torch.set_rng_state(state["torch"].cpu())
+    sampler.generator.set_state(state["sampler"].cpu())
+    cuda = state.get("cuda")
+    if isinstance(cuda, (list, tuple)):  # torch.cuda.get_rng_state_all() of every GPU, before 2026-12-03
+        cuda = cuda[device.index or 0] if device.type == "cuda" and (device.index or 0) < len(cuda) else None
+    if device.type == "cuda" and cuda is not None:
+        torch.cuda.set_rng_state(cuda.cpu(), device)
+
+
+def check_resume_device(state: dict[str, Any], device: torch.device, last: Path) -> None:
+    """Fail before training if `last` was written on another kind of device: its sampler state cannot continue
+    on this one (a CUDA generator's state is 16 bytes, a CPU one's 5056)."""
+    now = device.type
+    then = state["rng"].get("device") or ("cpu" if state["rng"]["sampler"].numel() == 5056 else "cuda")
+    if then != now:
+        raise UserError(
+            f"cannot resume {last}: it was written by a run on {then} and this one is on {now}; its random "
+            f"states continue only on the same kind of device (set device={then})"
+        )
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, REQUEUE_SIGNAL)

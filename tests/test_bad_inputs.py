@@ -31,7 +31,8 @@ TINY = [
 # (overrides, a piece of the one-line message). {run} is a finished run dir, {empty} an empty dir, {zips} a dir
 # with a corrupt images_background_small1.zip, {file} a plain file, {foreign} a run dir whose last.pt is not ours,
 # {truncated} one whose last.pt is cut short, {marker} one whose last.pt has our format marker and nothing else,
-# {cut_best} one whose best.pt is cut short, {no_last} one without last.pt (a finished run, checkpoints pruned).
+# {cut_best} one whose best.pt is cut short, {no_last} one without last.pt (a finished run, checkpoints pruned),
+# {on_cuda} one whose last.pt says it was written on a GPU.
 CATALOGUE = [
     # config values out of range
     (["episode.k_shot=0"], "episode.k_shot must be positive, got 0"),
@@ -116,6 +117,7 @@ CATALOGUE = [
     (["resume={truncated}"], "last.pt is unreadable or not a safe tensor checkpoint"),
     (["resume={foreign}"], "last.pt is not a fewshot-exp checkpoint"),
     (["resume={marker}"], "last.pt is incomplete: it has no 'algorithm', 'optimizer'"),
+    (["resume={on_cuda}"], "last.pt: it was written by a run on cuda and this one is on cpu; its random states"),
     (["resume={cut_best}"], "best.pt is unreadable or not a safe tensor checkpoint"),
     (["resume={run}", "hydra.run.dir={empty}"], "continues that run in its own dir; drop hydra.run.dir"),
     (["-m", "resume={run}"], "continues that run in its own dir; drop -m"),
@@ -152,7 +154,15 @@ DAMAGED_COPIES = {
     "marker": ("last.pt", lambda p: torch.save({"format": "fewshot-exp-checkpoint-v1"}, p)),
     "cut_best": ("best.pt", lambda p: p.write_bytes(p.read_bytes()[:200])),
     "no_last": ("last.pt", lambda p: p.unlink()),
+    "on_cuda": ("last.pt", lambda p: as_if_written_on_cuda(p)),
 }
+
+
+def as_if_written_on_cuda(path: Path) -> None:
+    """last.pt as a run on a GPU writes it: a CUDA sampler generator's state is 16 bytes."""
+    state = torch.load(path, weights_only=True)
+    state["rng"] = {**state["rng"], "device": "cuda", "sampler": torch.zeros(16, dtype=torch.uint8)}
+    torch.save(state, path)
 
 
 @pytest.fixture(scope="module")

@@ -59,3 +59,41 @@ def test_foreign_checkpoint_is_refused(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(UserError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def cpu_sampler(seed: int = 0):
+    from conftest import random_imageset
+
+    from fewshot_exp.data.episodes import EpisodeSampler
+
+    return EpisodeSampler(random_imageset(6, 8), 3, 2, 2, 2, torch.Generator().manual_seed(seed))
+
+
+def test_rng_state_round_trips_and_leaves_cuda_alone_on_a_cpu_run(monkeypatch):
+    from fewshot_exp.train import rng_state, set_rng_state
+
+    def no_cuda(*args):
+        raise AssertionError("a CPU run touched CUDA's random state")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU node running device=cpu
+    for name in ("get_rng_state", "get_rng_state_all", "set_rng_state", "set_rng_state_all"):
+        monkeypatch.setattr(torch.cuda, name, no_cuda)
+    sampler = cpu_sampler()
+    state = rng_state(sampler)
+    assert state["device"] == "cpu" and "cuda" not in state
+    first = sampler.sample().support_x, torch.rand(3)
+    set_rng_state({**state, "cuda": [torch.zeros(16, dtype=torch.uint8)]}, sampler)  # older files: every GPU's
+    again = sampler.sample().support_x, torch.rand(3)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def test_resuming_a_checkpoint_of_another_device_kind_is_a_user_error(tmp_path):
+    from fewshot_exp.train import check_resume_device, rng_state
+
+    state = {"rng": rng_state(cpu_sampler())}
+    check_resume_device(state, torch.device("cpu"), tmp_path / "last.pt")  # same kind: fine
+    with pytest.raises(UserError, match="written by a run on cpu and this one is on cuda"):
+        check_resume_device(state, torch.device("cuda"), tmp_path / "last.pt")
+    older = {"rng": {"sampler": torch.zeros(16, dtype=torch.uint8)}}  # no "device" key: told by the state's size
+    with pytest.raises(UserError, match="written by a run on cuda and this one is on cpu"):
+        check_resume_device(older, torch.device("cpu"), tmp_path / "last.pt")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from fewshot_exp.algorithms.base import class_means
-from fewshot_exp.algorithms.maml import linear_head, prototype_head
+from fewshot_exp.algorithms.maml import composite_batch_norm, linear_head, prototype_head
 from fewshot_exp.distances import Distance
 from fewshot_exp.precision import float32
 
@@ -68,3 +68,18 @@ def test_outside_autocast_the_function_is_called_unchanged():
     assert wrapped(x) is x and seen == [torch.bfloat16]
     with bf16_autocast():
         assert wrapped(x).dtype == torch.float32 and seen[-1] == torch.float32
+
+
+def test_vmap_batch_norm_under_autocast_takes_float32_statistics():
+    """MAML's vectorised batch norm (CUDA's default path) on a bf16 map with mean ~4 and std ~0.5: the float32
+    island matches float64 to float32 rounding; statistics taken in bf16 are off by ~5e-2."""
+    g = torch.Generator().manual_seed(0)
+    x = (4 + 0.5 * torch.randn(16, 8, 6, 6, generator=g)).to(torch.bfloat16)  # a conv's bf16 output
+    weight, bias = torch.rand(8, generator=g) + 0.5, torch.randn(8, generator=g)
+    exact = composite_batch_norm(x.double(), weight.double(), bias.double(), 1e-5)
+    with bf16_autocast():
+        amp = composite_batch_norm(x, weight, bias, 1e-5)
+    assert amp.dtype == torch.float32
+    island = (amp.double() - exact).abs().max()
+    in_bf16 = composite_batch_norm.__wrapped__(x, weight.to(x.dtype), bias.to(x.dtype), 1e-5).double() - exact
+    assert island < 1e-4 < in_bf16.abs().max() / 10

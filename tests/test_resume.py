@@ -57,6 +57,7 @@ KILL_POINTS = [
     ("fault(fewshot_exp.tracking.Tracker, 'log', 3, before=half_a_line)", -9),  # half a metrics line written
     ("fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 4, sig=signal.SIGTERM)", 130),  # graceful stop
     ("fault(fewshot_exp.run, 'evaluate', 1)", -9),  # during the final test
+    ("fault(fewshot_exp.run, 'write_atomically', 1)", -9),  # after the test row was logged, writing results.json
 ]
 
 
@@ -115,3 +116,18 @@ def test_resume_refuses_a_changed_config_and_fresh_runs_refuse_to_overwrite(glyp
     (tmp_path / "last.pt").write_bytes(before[:100])
     proc = run(tmp_path, "", data, "train.episodes=10", "train.checkpoint_every=10", "resume=true")
     assert proc.returncode == 2 and "last.pt is unreadable" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_deterministic_is_set_both_ways_for_the_next_job_of_a_multirun():
+    from fewshot_exp.run import seed_everything
+
+    try:
+        seed_everything(0, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark
+        seed_everything(0, deterministic=False)  # the sweep's next job, in the same process
+        assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+        assert torch.backends.cudnn.benchmark
+    finally:
+        seed_everything(0, deterministic=False)
+        torch.backends.cudnn.benchmark = False
