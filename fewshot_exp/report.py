@@ -37,10 +37,7 @@ NOT_SWEPT = {
     "eval.lake_runs",
     "logger",
     "logger.mode",
-    "experiment",
     "eval_only",
-    "eval.episodes",
-    "episode.n_query",
 }
 
 
@@ -67,7 +64,8 @@ def read_run(run_dir: Path) -> list[dict]:
     results_file = run_dir / "results.json"
     if not results_file.is_file():
         error = run_dir / "error.txt"
-        return [{**row, "failed": error.read_text().strip() if error.is_file() else "no results.json"}]
+        message = error.read_text().strip().splitlines() if error.is_file() else []
+        return [{**row, "failed": message[0] if message else "no results.json"}]  # the message, not the traceback
     results = json.loads(results_file.read_text())
     if "curve" in results:  # the model is the checkpoint's: its dataset, algorithm and training shape
         model = {k: v for k, v in results["model"].items() if k in ("dataset", "algorithm", "distance", "checkpoint")}
@@ -151,21 +149,30 @@ def plot_acc_vs_shots(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def wandb_group(dirs: list[Path]) -> str:
-    """The runs' W&B group: `logger.group` if the first run set one, else the sweep dir's name (as the runs)."""
+def wandb_place(dirs: list[Path]) -> tuple[str, str, str | None]:
+    """(group, project, entity) of the first run, as `python -m fewshot_exp` chose them: `logger.group`, else the
+    sweep dir's name for a multirun job, else `experiment_name`; with no run, the dir's name and the defaults."""
     runs = find_runs(dirs)
-    group = OmegaConf.load(runs[0] / ".hydra" / "config.yaml").logger.get("group") if runs else None
-    return group or Path(dirs[0]).resolve().name
+    if not runs:
+        return Path(dirs[0]).resolve().name, "fewshot-exp", None
+    cfg = OmegaConf.load(runs[0] / ".hydra" / "config.yaml")
+    hydra = OmegaConf.load(runs[0] / ".hydra" / "hydra.yaml").hydra
+    logger = cfg.get("logger") or {}
+    multirun = str(hydra.get("mode")) == "MULTIRUN"
+    group = logger.get("group") or (Path(hydra.sweep.dir).name if multirun else cfg.get("experiment_name"))
+    return str(group or Path(dirs[0]).resolve().name), logger.get("project") or "fewshot-exp", logger.get("entity")
 
 
-def to_wandb(table: pd.DataFrame, plot: Path | None, out: Path, group: str, project: str) -> str | None:
+def to_wandb(
+    table: pd.DataFrame, plot: Path | None, out: Path, group: str, project: str, entity: str | None
+) -> str | None:
     """The table and the plot as a W&B run of job type `report` in the runs' group; returns its id."""
     from types import SimpleNamespace
 
     from fewshot_exp.tracking import Tracker
 
-    logger = SimpleNamespace(name="wandb", project=project, entity=None, mode=SimpleNamespace(value="auto"))
-    tracker = Tracker(out, logger, name=f"report:{group}", group=group, config={"job_type": "report"}, tags=["report"])
+    logger = SimpleNamespace(name="wandb", project=project, entity=entity, mode=SimpleNamespace(value="auto"))
+    tracker = Tracker(out, logger, name=f"report:{group}", group=group, tags=["report"], job_type="report")
     tracker.log_table("report/table", table, step=0)
     if plot is not None:
         tracker.log_images({"report/acc_vs_shots": plot}, step=0)
@@ -180,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write report.md/.csv/.png (default: the first dir)")
     parser.add_argument("--wandb", action="store_true", help="also log the table and plot to W&B (the runs' group)")
     parser.add_argument("--group", help="W&B group for --wandb (default: the runs' group)")
-    parser.add_argument("--project", default="fewshot-exp", help="W&B project for --wandb")
+    parser.add_argument("--project", help="W&B project for --wandb (default: the runs' logger.project)")
+    parser.add_argument("--entity", help="W&B entity for --wandb (default: the runs' logger.entity)")
     args = parser.parse_args(argv)
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
@@ -200,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     if plot is not None:
         plot_acc_vs_shots(table, plot)
     if args.wandb:
-        run_id = to_wandb(table, plot, out, args.group or wandb_group(args.dirs), args.project)
+        group, project, entity = wandb_place(args.dirs)
+        run_id = to_wandb(table, plot, out, args.group or group, args.project or project, args.entity or entity)
         print(f"W&B: report run {run_id}" if run_id else "W&B: not logged (see the warning above)")
     return 1 if not failed.empty else 0
 

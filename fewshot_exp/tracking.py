@@ -63,6 +63,7 @@ class Tracker:
         config: dict | None = None,
         tags: list[str] | None = None,
         resume: tuple[str | None, int] | None = None,
+        job_type: str | None = None,
     ):
         """`resume=(W&B run id, episode)` continues a run: `metrics.jsonl` drops the rows logged after that
         episode (they will be logged again), and W&B continues the same run when online (`resume="allow"`)
@@ -73,7 +74,7 @@ class Tracker:
         self.metrics_file = open(self.run_dir / "metrics.jsonl", "a")
         self.wandb_run = None
         if logger_cfg is not None and logger_cfg.name == "wandb" and logger_cfg.mode.value != "disabled":
-            self._guard("init", self._init_wandb, logger_cfg, name, group, config, tags, resume)
+            self._guard("init", self._init_wandb, logger_cfg, name, group, config, tags, resume, job_type)
 
     @property
     def run_id(self) -> str | None:
@@ -87,6 +88,7 @@ class Tracker:
         config: dict | None,
         tags: list[str] | None,
         resume: tuple[str | None, int] | None,
+        job_type: str | None,
     ) -> None:
         import wandb
 
@@ -104,6 +106,7 @@ class Tracker:
             group=group,
             tags=tags,
             config=config,
+            job_type=job_type,
             id=previous_id if same_run else None,
             resume="allow" if same_run else None,
             reinit="finish_previous",

@@ -50,16 +50,48 @@ def test_sweep_then_report(glyphs_root, tmp_path, capsys):
     assert (tmp_path / "report" / "report.md").read_text().startswith("| dataset")
 
 
+def fake_run(run_dir: Path, overrides: list[str], acc: float | None, mode: str = "RUN", config: str = "") -> None:
+    """A run dir as `python -m fewshot_exp` leaves it, with made-up numbers (`acc` None: no results.json)."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(f"seed: 0\nepisode: {{n_way: 5, k_shot: 1}}\n{config}")
+    (run_dir / ".hydra" / "hydra.yaml").write_text(
+        f"hydra:\n  mode: {mode}\n  sweep: {{dir: {run_dir.parent}}}\n"
+        "  runtime:\n    choices: {dataset: glyphs, algorithm: protonet, distance: l2}\n"
+        f"  overrides:\n    task: {overrides}\n"
+    )
+    if acc is not None:
+        (run_dir / "results.json").write_text(
+            json.dumps({"test/acc": acc, "test/acc_ci95": 0.01, "test/episodes": 300})
+        )
+
+
 def test_report_lists_failed_runs_and_exits_nonzero(tmp_path, capsys):
-    run = tmp_path / "broken" / ".hydra"
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text("seed: 0\nepisode: {n_way: 5, k_shot: 1}\n")
-    (run / "hydra.yaml").write_text(
-        "hydra:\n  runtime:\n    choices: {dataset: glyphs, algorithm: protonet, distance: l2}\n"
-        "  overrides:\n    task: []\n"
+    fake_run(tmp_path / "broken", [], None)
+    (tmp_path / "broken" / "error.txt").write_text(
+        "UserError: the message\nTraceback (most recent call last):\n  ...\n"
     )
     assert report_main([str(tmp_path)]) == 1
-    assert "Failed runs:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Failed runs:\n- " in out and out.rstrip().endswith("broken: UserError: the message")  # not the traceback
+
+
+def test_report_keeps_runs_apart_that_differ_in_any_swept_key(tmp_path):
+    """Only `seed` is averaged over: runs that differ in episode.n_query (or eval.episodes, experiment) are rows."""
+    for i, (n_query, acc) in enumerate([(5, 0.5), (10, 0.7), (10, 0.8)]):
+        fake_run(tmp_path / f"{i}", [f"episode.n_query={n_query}", f"seed={i}"], acc)
+    report_main([str(tmp_path), "--out", str(tmp_path / "report")])
+    table = pd.read_csv(tmp_path / "report" / "report.csv")
+    assert sorted(zip(table["episode.n_query"], table.runs, table.acc.round(4))) == [(5, 1, 0.5), (10, 2, 0.75)]
+
+
+def test_report_goes_to_the_w_and_b_group_project_and_entity_of_its_runs(tmp_path):
+    from fewshot_exp.report import wandb_place
+
+    logger = "experiment_name: mine\nlogger: {project: proj, entity: team, group: null}\n"
+    fake_run(tmp_path / "single", [], 0.5, config=logger)
+    assert wandb_place([tmp_path / "single"]) == ("mine", "proj", "team")  # a single run's group: experiment_name
+    fake_run(tmp_path / "sweep" / "0_k=1", [], 0.5, mode="MULTIRUN", config=logger)
+    assert wandb_place([tmp_path / "sweep" / "0_k=1"]) == ("sweep", "proj", "team")  # a job's: its sweep dir
 
 
 def test_two_by_two_by_two_sweep_is_eight_wandb_runs_in_one_group(glyphs_root, tmp_path, capsys):
@@ -87,7 +119,8 @@ def test_two_by_two_by_two_sweep_is_eight_wandb_runs_in_one_group(glyphs_root, t
     assert len(table) == 8 and set(zip(table.algorithm, table.n_way, table.k_shot)) == swept
     assert (out / "acc_vs_shots.png").stat().st_size > 10_000
     report_run = logged_run(out)
-    assert report_run["group"] == "2x2x2" and "report" in report_run["tags"]
+    assert report_run["group"] == "2x2x2" and "report" in report_run["tags"] and report_run["job_type"] == "report"
+    assert report_run["project"] == runs[0]["project"] == "fewshot-exp"
     logged = {key: value for row in report_run["history"] for key, value in row.items()}
     assert (logged["report/table/_type"], logged["report/table/nrows"]) == ("table-file", 8)
     assert logged["report/acc_vs_shots/_type"] == "image-file"

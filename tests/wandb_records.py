@@ -74,6 +74,8 @@ def logged_run(run_dir: Path, wait: float = 10.0) -> dict:
     return {
         "name": run.display_name,
         "group": run.run_group,
+        "job_type": run.job_type,
+        "project": run.project,
         "tags": list(run.tags),
         "config": config,
         "history": history,
