@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fewshot_exp import sweep
@@ -109,8 +109,21 @@ def main(cfg: DictConfig) -> float:
     return results["val/best_acc"]
 
 
+def override_key(arg: str) -> str:
+    return arg.partition("=")[0].lstrip("+~")
+
+
+def saved_overrides(run_dir: Path, argv: list[str]) -> list[str]:
+    """The run's own command-line overrides (`.hydra/overrides.yaml`) that `argv` does not set again."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    saved = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    given = {override_key(a) for a in argv}
+    return [str(o) for o in saved or [] if override_key(str(o)) not in given | {"resume"}]
+
+
 def resume_argv(argv: list[str]) -> list[str]:
-    """`resume=<run dir>` means `resume=true hydra.run.dir=<run dir>`: continue that run in place."""
+    """`resume=<run dir>` means `resume=true hydra.run.dir=<run dir>` with that run's own overrides (those not given
+    again): continue that run in place."""
     out = []
     for arg in argv:
         key, _, value = arg.partition("=")
@@ -127,6 +140,7 @@ def resume_argv(argv: list[str]) -> list[str]:
                         "continue, or resume=true with hydra.run.dir=<dir>"
                     )
                 )
+            out = saved_overrides(Path(value), argv) + out
             out += ["resume=true", f"hydra.run.dir={Path(value).resolve()}"]
         else:
             out.append(arg)

@@ -118,6 +118,22 @@ def test_resume_refuses_a_changed_config_and_fresh_runs_refuse_to_overwrite(glyp
     assert proc.returncode == 2 and "last.pt is unreadable" in proc.stderr.strip().splitlines()[-1]
 
 
+def test_the_stop_message_s_resume_command_works_as_printed(glyphs_root, tmp_path):
+    """`resume=<dir>` alone re-applies the run's own overrides (.hydra/overrides.yaml), so the hint printed at a
+    graceful stop is the whole command."""
+    stopped = run(tmp_path, "fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 4, sig=signal.SIGTERM)",
+                  f"dataset.root={glyphs_root}")  # fmt: skip
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    hint = stopped.stderr.strip().splitlines()[-1].rpartition("continue with ")[2]
+    assert hint == f"resume={tmp_path}"
+    proc = run_cli(hint)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["train/episodes"] == 40 and results["test/episodes"] == 20  # CONFIG's, not the defaults
+    proc = run_cli(hint, "train.lr=0.5")  # an override given besides must agree with the checkpoint
+    assert proc.returncode == 2 and "config differs from the checkpoint's in train.lr" in proc.stderr
+
+
 def test_deterministic_is_set_both_ways_for_the_next_job_of_a_multirun():
     from fewshot_exp.run import seed_everything
 
