@@ -117,8 +117,19 @@ def saved_overrides(run_dir: Path, argv: list[str]) -> list[str]:
     """The run's own command-line overrides (`.hydra/overrides.yaml`) that `argv` does not set again."""
     path = run_dir / ".hydra" / "overrides.yaml"
     saved = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
-    given = {override_key(a) for a in argv}
-    return [str(o) for o in saved or [] if override_key(str(o)) not in given | {"resume"}]
+    # hparams_search presets set hydra.mode=MULTIRUN: re-applied, they would start a new study, not continue a trial
+    skip = {override_key(a) for a in argv} | {"resume", "hparams_search"}
+    return [str(o) for o in saved or [] if override_key(str(o)) not in skip]
+
+
+def quoted(value: str) -> str:
+    """`value` as a Hydra override value: quoted, so that a sweep job's dir name (`0_train.lr=0.1,seed=1`) parses."""
+    quote = "'" if "'" not in value else '"'
+    return f"{quote}{value}{quote}"
+
+
+def unquoted(value: str) -> str:
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
 
 
 def resume_argv(argv: list[str]) -> list[str]:
@@ -141,7 +152,7 @@ def resume_argv(argv: list[str]) -> list[str]:
                     )
                 )
             out = saved_overrides(Path(value), argv) + out
-            out += ["resume=true", f"hydra.run.dir={Path(value).resolve()}"]
+            out += ["resume=true", f"hydra.run.dir={quoted(str(Path(value).resolve()))}"]
         else:
             out.append(arg)
     return out
@@ -151,7 +162,7 @@ def resume_argv(argv: list[str]) -> list[str]:
 def hydra_files_kept_on_failure(argv: list[str]) -> Iterator[None]:
     """Hydra rewrites `<run dir>/.hydra/*.yaml` before the job starts; when the job is refused (resuming with
     another config, a fresh run into a used dir), put the earlier run's files back."""
-    run_dirs = [Path(a.partition("=")[2]) for a in argv if a.startswith("hydra.run.dir=")]
+    run_dirs = [Path(unquoted(a.partition("=")[2])) for a in argv if a.startswith("hydra.run.dir=")]
     folder = run_dirs[-1] / ".hydra" if run_dirs else None
     saved = {p: p.read_bytes() for p in folder.glob("*") if p.is_file()} if folder and folder.is_dir() else {}
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,11 +47,21 @@ def check_episode_shapes(cfg: Any, splits: Splits) -> None:
     check_shape(splits.test, "test", e.n_way, e.k_shot, e.n_query)
 
 
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # cgroup v2, v1
+
+
 def device_memory(device: torch.device) -> int:
-    """Total bytes of the device's memory: the GPU's, or the machine's physical RAM."""
+    """Total bytes of the device's memory: the GPU's, or the machine's physical RAM capped by a container's
+    cgroup memory limit."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    for path in CGROUP_LIMITS:
+        try:
+            limits.append(int(Path(path).read_text().strip()))
+        except (OSError, ValueError):  # no such file, or "max"
+            pass
+    return min(limits)
 
 
 def check_batch_memory(cfg: Any, splits: Splits) -> None:

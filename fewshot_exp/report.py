@@ -38,6 +38,7 @@ NOT_SWEPT = {
     "logger",
     "logger.mode",
     "eval_only",
+    "resume",  # a resumed run is the same run
 }
 
 
@@ -151,15 +152,16 @@ def plot_acc_vs_shots(table: pd.DataFrame, path: Path) -> None:
 
 def wandb_place(dirs: list[Path]) -> tuple[str, str, str | None]:
     """(group, project, entity) of the first run, as `python -m fewshot_exp` chose them: `logger.group`, else the
-    sweep dir's name for a multirun job, else `experiment_name`; with no run, the dir's name and the defaults."""
+    name of the sweep dir a multirun job is in, else `experiment_name`; with no run, the dir's name and the defaults."""
     runs = find_runs(dirs)
     if not runs:
         return Path(dirs[0]).resolve().name, "fewshot-exp", None
     cfg = OmegaConf.load(runs[0] / ".hydra" / "config.yaml")
     hydra = OmegaConf.load(runs[0] / ".hydra" / "hydra.yaml").hydra
     logger = cfg.get("logger") or {}
+    # a multirun job's dir sits in its sweep dir; hydra.yaml keeps hydra.sweep.dir unresolved (${now:...})
     multirun = str(hydra.get("mode")) == "MULTIRUN"
-    group = logger.get("group") or (Path(hydra.sweep.dir).name if multirun else cfg.get("experiment_name"))
+    group = logger.get("group") or (runs[0].parent.name if multirun else cfg.get("experiment_name"))
     return str(group or Path(dirs[0]).resolve().name), logger.get("project") or "fewshot-exp", logger.get("entity")
 
 

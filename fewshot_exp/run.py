@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from fewshot_exp.build import build_algorithm, check_batch_memory, load_splits, samplers, select_device
 from fewshot_exp.checkpoint import RESUME_KEYS, load_checkpoint, remove_partial_writes
@@ -67,8 +68,23 @@ def config_differences(cfg: Any, saved_yaml: str) -> list[str]:
     return sorted(
         k
         for k in now.keys() | then.keys()
-        if k not in ("resume", "viz", "viz_projection") and str(now.get(k)) != str(then.get(k))
+        if k not in ("resume", "viz", "viz_projection")
+        and str(now.get(k)) != str(then.get(k))
+        and not (k not in then and now.get(k) == schema_default(cfg, k))  # a key added since, at its default
     )
+
+
+def schema_default(cfg: Any, key: str) -> Any:
+    """The default of dotted `key` in the structured-config schema of its node (an Enum as its name), or a value
+    no config holds when there is none."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    fields = {f.name: f for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
+    field = fields.get(leaf)
+    if field is None or field.default is dataclasses.MISSING:
+        return object()
+    return getattr(field.default, "name", field.default)
 
 
 def resume_state(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ from conftest import REPO
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import get_object
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from fewshot_exp.config import register_configs, train_shape, validate
@@ -92,3 +93,16 @@ def test_folder_split_files_can_be_set_on_the_command_line(overrides):
     """A dict (or one key at a time) merges into the schema's SplitFiles node; None was not mergeable."""
     cfg = make("dataset=folder", "dataset.root=/x", *overrides)
     assert dict(cfg.dataset.split_files) == {"train": "a.txt", "val": "b.txt", "test": "c.txt"}
+
+
+def test_a_checkpoint_from_before_a_key_existed_resumes_while_that_key_is_at_its_default():
+    """Resume compares configs key by key; a key the saved config lacks (added to a schema later, like
+    encoder.downsample) differs only if this run sets it away from the schema's default."""
+    from fewshot_exp.run import config_differences
+
+    cfg = make()
+    older = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    del older["encoder"]["downsample"]
+    assert config_differences(cfg, OmegaConf.to_yaml(older)) == []
+    assert config_differences(make("encoder.downsample=stride"), OmegaConf.to_yaml(older)) == ["encoder.downsample"]
+    assert config_differences(make("train.lr=0.5"), OmegaConf.to_yaml(older)) == ["train.lr"]

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 from conftest import random_imageset
@@ -88,3 +90,14 @@ def test_a_split_with_one_class_says_no_episode_fits():
     one_class = ImageSet.from_class_lists([torch.zeros(5, 1, 4, 4, dtype=torch.uint8)], ["a"])
     with pytest.raises(UserError, match="the 1 classes of the val split; it needs at least 2 for any episode"):
         check_shape(one_class, "val", 2, 1, 1)
+
+
+def test_cpu_memory_is_capped_by_a_cgroup_limit(tmp_path, monkeypatch):
+    from fewshot_exp import build
+
+    limit = tmp_path / "memory.max"
+    limit.write_text("1073741824\n")
+    monkeypatch.setattr(build, "CGROUP_LIMITS", (str(tmp_path / "missing"), str(limit)))
+    assert build.device_memory(torch.device("cpu")) == 2**30
+    limit.write_text("max\n")  # cgroup v2 without a limit: the physical RAM
+    assert build.device_memory(torch.device("cpu")) == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

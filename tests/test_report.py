@@ -55,7 +55,7 @@ def fake_run(run_dir: Path, overrides: list[str], acc: float | None, mode: str =
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text(f"seed: 0\nepisode: {{n_way: 5, k_shot: 1}}\n{config}")
     (run_dir / ".hydra" / "hydra.yaml").write_text(
-        f"hydra:\n  mode: {mode}\n  sweep: {{dir: {run_dir.parent}}}\n"
+        f"hydra:\n  mode: {mode}\n  sweep: {{dir: 'outputs/multirun/${{now:%Y-%m-%d_%H-%M-%S}}'}}\n"  # as saved
         "  runtime:\n    choices: {dataset: glyphs, algorithm: protonet, distance: l2}\n"
         f"  overrides:\n    task: {overrides}\n"
     )
@@ -78,7 +78,8 @@ def test_report_lists_failed_runs_and_exits_nonzero(tmp_path, capsys):
 def test_report_keeps_runs_apart_that_differ_in_any_swept_key(tmp_path):
     """Only `seed` is averaged over: runs that differ in episode.n_query (or eval.episodes, experiment) are rows."""
     for i, (n_query, acc) in enumerate([(5, 0.5), (10, 0.7), (10, 0.8)]):
-        fake_run(tmp_path / f"{i}", [f"episode.n_query={n_query}", f"seed={i}"], acc)
+        resumed = ["resume=true"] if i == 2 else []  # a resumed run is the same run
+        fake_run(tmp_path / f"{i}", [f"episode.n_query={n_query}", f"seed={i}", *resumed], acc)
     report_main([str(tmp_path), "--out", str(tmp_path / "report")])
     table = pd.read_csv(tmp_path / "report" / "report.csv")
     assert sorted(zip(table["episode.n_query"], table.runs, table.acc.round(4))) == [(5, 1, 0.5), (10, 2, 0.75)]

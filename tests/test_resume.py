@@ -120,12 +120,16 @@ def test_resume_refuses_a_changed_config_and_fresh_runs_refuse_to_overwrite(glyp
 
 def test_the_stop_message_s_resume_command_works_as_printed(glyphs_root, tmp_path):
     """`resume=<dir>` alone re-applies the run's own overrides (.hydra/overrides.yaml), so the hint printed at a
-    graceful stop is the whole command."""
-    stopped = run(tmp_path, "fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 4, sig=signal.SIGTERM)",
-                  f"dataset.root={glyphs_root}")  # fmt: skip
+    graceful stop is the whole command, also for a sweep job, whose dir name holds '=' and ','."""
+    fault = "fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 4, sig=signal.SIGTERM)"
+    sweep = ["train.lr=0.001", "train.lr_gamma=0.5", f"hydra.sweep.dir={tmp_path}"]
+    stopped = run_cli("-m", *CONFIG, *sweep, f"dataset.root={glyphs_root}", code=DRIVER % fault)
     assert stopped.returncode == 130, stopped.stderr[-3000:]
+    (job,) = [d for d in tmp_path.iterdir() if d.name.startswith("0_")]
+    assert "train.lr=0.001,train.lr_gamma=0.5" in job.name
     hint = stopped.stderr.strip().splitlines()[-1].rpartition("continue with ")[2]
-    assert hint == f"resume={tmp_path}"
+    assert hint == f"resume={job}"
+    tmp_path = job
     proc = run_cli(hint)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())

@@ -38,9 +38,9 @@ case "${1:-bench}" in
             if [ "$status" -eq 0 ]; then status=$rc; fi
         }
         : >"$out/bench.log"
-        step 240 "$python" -m benchmarks.run --device "$device" $mode --rows tasks- --out "$out/results_${device}_meta_batch.json"
-        step 200 "$python" -m benchmarks.run --device "$device" ${mode:---quick} --out "$out/results_$device.json"
-        step 120 "$python" -m benchmarks.amp --device "$device" ${mode:---quick} --out "$out/amp_$device.json"
+        step 220 "$python" -m benchmarks.run --device "$device" $mode --rows tasks- --out "$out/results_${device}_meta_batch.json"
+        step 180 "$python" -m benchmarks.run --device "$device" ${mode:---quick} --out "$out/results_$device.json"
+        step 110 "$python" -m benchmarks.amp --device "$device" ${mode:---quick} --out "$out/amp_$device.json"
         exit "$status"
         ;;
     tests)
