@@ -71,11 +71,20 @@ def evaluate(
 
 
 def lake_runs_error(
-    algorithm: FewShotAlgorithm, runs: list, device: torch.device, normalize: Callable | None = None
+    algorithm: FewShotAlgorithm,
+    runs: list,
+    device: torch.device,
+    normalize: Callable | None = None,
+    channels: int = 1,
 ) -> dict[str, float]:
-    """Percent error of 20-way one-shot classification on each official Omniglot run, and their mean
-    (images normalised by `normalize`, the episodes' normalisation, when given)."""
-    prepare = normalize or (lambda x: x)
+    """Percent error of 20-way one-shot classification on each official Omniglot run, and their mean (the grey
+    images converted to the model's `channels`, then normalised by `normalize`, the episodes' normalisation)."""
+    from fewshot_exp.data.common import to_channels
+
+    def prepare(images: torch.Tensor) -> torch.Tensor:
+        x = to_float(to_channels(images, channels).to(device))
+        return x if normalize is None else normalize(x)
+
     was_training = algorithm.training
     algorithm.eval()
     errors = {}
@@ -83,9 +92,9 @@ def lake_runs_error(
         for run in runs:
             n = run.support.shape[0]
             episode = Episode(
-                support_x=prepare(to_float(run.support.to(device)))[None],
+                support_x=prepare(run.support)[None],
                 support_y=torch.arange(n, device=device)[None],
-                query_x=prepare(to_float(run.query.to(device)))[None],
+                query_x=prepare(run.query)[None],
                 query_y=run.query_labels.to(device)[None],
                 n_way=n,
             )

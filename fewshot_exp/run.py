@@ -179,7 +179,9 @@ def run_experiment(
             "train/k_shot": t.k_shot,
         }
         if lake_runs is not None:
-            results.update(lake_runs_error(algorithm, lake_runs, device, episode_samplers["test"].normalize))
+            sampler = episode_samplers["test"]
+            channels = sampler.split.images.shape[1]  # the runs are grey
+            results.update(lake_runs_error(algorithm, lake_runs, device, sampler.normalize, channels))
         tracker.log({k: v for k, v in results.items() if k.startswith("test/")}, cfg.train.episodes)
         tracker.summary(results)
         write_atomically(run_dir / "results.json", json.dumps(results, indent=2) + "\n")

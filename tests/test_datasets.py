@@ -20,7 +20,7 @@ from PIL import Image
 from fewshot_exp.config import SCHEMAS, AugmentConfig
 from fewshot_exp.data import DATASETS, load_dataset
 from fewshot_exp.data.augment import Augment, Normalize
-from fewshot_exp.data.common import split_lists
+from fewshot_exp.data.common import merge, split_lists
 from fewshot_exp.data.crossdomain import TEST_SETS, cross_domain_test
 from fewshot_exp.data.episodes import EpisodeSampler
 from fewshot_exp.errors import UserError
@@ -177,6 +177,17 @@ def test_miniimagenet_forms_give_the_ravi_split(form, mini_cache, mini_images, t
     assert_disjoint(splits)
 
 
+def test_miniimagenet_csvs_must_not_share_a_class(mini_images, tmp_path):
+    (tmp_path / "images").symlink_to(mini_images / "images")
+    for split in ("train", "val", "test"):
+        (tmp_path / f"{split}.csv").write_text((mini_images / f"{split}.csv").read_text())
+    train_row = (mini_images / "train.csv").read_text().splitlines()[1]
+    with (tmp_path / "val.csv").open("a") as f:
+        f.write(train_row + "\n")  # a training image (and class) listed in val.csv too
+    with pytest.raises(UserError, match=f"class '{train_row.split(',')[1]}' is in both the train and val splits"):
+        DATASETS["miniimagenet"](node("miniimagenet", root=str(tmp_path)))
+
+
 def test_miniimagenet_bad_layouts(mini_cache, tmp_path):
     with pytest.raises(UserError, match="mini-imagenet-cache-train.pkl"):
         DATASETS["miniimagenet"](node("miniimagenet", root=str(tmp_path)))
@@ -203,6 +214,10 @@ def test_folder_split_by_ratio_and_by_files(folder_root, tmp_path):
     (tmp_path / "c.txt").write_text("class5\nclass42\n")
     with pytest.raises(UserError, match="'class42', which has no image folder"):
         DATASETS["folder"](node("folder", root=str(folder_root), split_files=files))
+    (tmp_path / "c.txt").write_text("class5\n")
+    (tmp_path / "a.txt").write_text("class0\nclass1\nclass0\n")  # one class twice: two labels, the same images
+    with pytest.raises(UserError, match="the train split of .* lists class 'class0' twice"):
+        DATASETS["folder"](node("folder", root=str(folder_root), split_files=files))
     with pytest.raises(UserError, match="summing to 1"):
         DATASETS["folder"](node("folder", root=str(folder_root), split=[0.7, 0.2, 0.2]))
     with pytest.raises(UserError, match="leaves a split with no class"):
@@ -221,12 +236,24 @@ def test_svhn_and_digits_are_all_test_classes(svhn_root):
         TEST_SETS["svhn"](node("svhn", root=str(svhn_root / "..")))
 
 
+def test_cross_domain_refuses_a_test_set_of_the_training_images(cifar_root):
+    from fewshot_exp.data.crossdomain import check_no_training_classes
+
+    train = DATASETS["cifar_fs"](node("cifar_fs", root=str(cifar_root))).train
+    fc100 = merge(DATASETS["fc100"](node("fc100", root=str(cifar_root))))
+    cfg = OmegaConf.create({"dataset": {"name": "cifar_fs"}, "eval": {"dataset": "fc100", "dataset_root": None}})
+    with pytest.raises(UserError, match="eval.dataset=fc100 holds 64 of the training split's classes"):
+        check_no_training_classes(cfg, train, fc100)
+    folder = {"dataset": {"name": "folder", "root": "/a"}, "eval": {"dataset": "folder", "dataset_root": "/b"}}
+    check_no_training_classes(OmegaConf.create(folder), train, fc100)  # another folder: other images, same names
+
+
 def test_cross_domain_test_set_takes_the_training_format(svhn_root):
     train = random_imageset(5, 4, size=28, channels=1)
-    cfg = OmegaConf.create({"eval": {"dataset": "svhn", "dataset_root": str(svhn_root)}})
+    cfg = OmegaConf.create({"dataset": {"name": "glyphs"}, "eval": {"dataset": "svhn", "dataset_root": str(svhn_root)}})
     test = cross_domain_test(cfg, train)
     assert test.images.shape == (30, 1, 28, 28) and test.n_classes == 10
-    cfg = OmegaConf.create({"eval": {"dataset": "digits", "dataset_root": None}})
+    cfg = OmegaConf.create({"dataset": {"name": "glyphs"}, "eval": {"dataset": "digits", "dataset_root": None}})
     assert cross_domain_test(cfg, random_imageset(5, 4, size=32, channels=3)).images.shape == (1797, 3, 32, 32)
 
 
@@ -345,3 +372,16 @@ def test_cross_domain_digits_through_the_cli(folder_root, tmp_path, monkeypatch,
 def test_test_only_sets_cannot_train():
     with pytest.raises(UserError, match="eval.dataset=digits"):
         load_dataset(node("digits"))
+
+
+def test_16_bit_grey_images_are_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from fewshot_exp.data.common import decode_images
+
+    ramp = np.tile(np.linspace(0, 65535, 32).astype(np.uint16), (32, 1))  # a microscope's 16-bit grey
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    assert Image.open(tmp_path / "ramp.png").mode == "I;16"
+    grey, rgb = decode_images([tmp_path / "ramp.png"], "L", 32), decode_images([tmp_path / "ramp.png"], "RGB", 32)
+    assert torch.equal(grey[0, 0], torch.from_numpy((ramp >> 8).astype(np.uint8)))  # Pillow alone: 97% at 255
+    assert torch.equal(rgb[0], grey[0].expand(3, -1, -1))

@@ -177,3 +177,40 @@ def test_download_offline_is_a_user_error(tmp_path, monkeypatch):
     for background in (Background.full, Background.small1):
         message = user_error(load_omniglot, config(tmp_path / "new", background=background, download=True))
         assert "could not download" in message and "no network" in message
+
+
+def test_cross_domain_omniglot_tests_on_the_characters_not_their_rotations(data, tmp_path):
+    """eval.dataset=omniglot pools all its classes as test classes; the rotated copies that omniglot.yaml adds to
+    training (rotation_classes: true) are not among them."""
+    from conftest import random_imageset
+
+    from fewshot_exp.data.crossdomain import cross_domain_test
+
+    root = tmp_path / "omniglot"  # the full set's two file names, standing in by the small zips
+    root.mkdir()
+    (root / "images_background.zip").symlink_to(data / "images_background_small1.zip")
+    (root / "images_evaluation.zip").symlink_to(data / "images_background_small2.zip")
+    cfg = OmegaConf.create({"dataset": {"name": "glyphs"}, "eval": {"dataset": "omniglot", "dataset_root": str(root)}})
+    test = cross_domain_test(cfg, random_imageset(5, 4, size=28))
+    assert not [c for c in test.class_names if "@rot" in c]
+    assert test.n_classes > 100 and test.images.shape[1:] == (1, 28, 28)
+
+
+def test_lake_runs_take_the_model_s_channels(data):
+    """An RGB model is scored on the grey runs repeated to 3 channels: a 3-channel Conv-4 whose first filters
+    are the 1-channel one's split in thirds makes the same predictions, hence the same errors."""
+    from fewshot_exp.algorithms.protonet import ProtoNet
+    from fewshot_exp.distances import Distance
+    from fewshot_exp.encoders import Conv4
+    from fewshot_exp.evaluate import lake_runs_error
+
+    runs = load_lake_runs(data / "one_shot_runs", 28)[:2]
+    torch.manual_seed(0)
+    grey = ProtoNet(Conv4(in_channels=1, hidden=8, out_channels=8), Distance("l2"))
+    rgb = ProtoNet(Conv4(in_channels=3, hidden=8, out_channels=8), Distance("l2"))
+    state = grey.state_dict()
+    state["encoder.layers.0.0.weight"] = state["encoder.layers.0.0.weight"].repeat(1, 3, 1, 1) / 3
+    rgb.load_state_dict(state)
+    cpu = torch.device("cpu")
+    errors = lake_runs_error(rgb, runs, cpu, channels=3)
+    assert errors == lake_runs_error(grey, runs, cpu) and len(errors) == 3  # the mean and one per run

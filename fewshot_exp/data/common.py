@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -42,7 +43,16 @@ def split_lists(name: str) -> dict[str, list[str]]:
 
 
 def split_by_class(per_class: dict[str, torch.Tensor], classes: dict[str, Sequence[str]], source: str) -> Splits:
-    """Splits from {class name: [n, C, H, W] uint8} and {split: class names}; names must all be known."""
+    """Splits from {class name: [n, C, H, W] uint8} and {split: class names}; names must all be known, and each
+    class in one split once (a class in two splits would leak its images into evaluation)."""
+    for split in SPLIT_NAMES:
+        twice = sorted(c for c, n in Counter(classes[split]).items() if n > 1)
+        if twice:
+            raise UserError(f"the {split} split of {source} lists class {twice[0]!r} twice")
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = sorted(set(classes[a]) & set(classes[b]))
+        if shared:
+            raise UserError(f"class {shared[0]!r} is in both the {a} and {b} splits of {source}")
     parts = []
     for split in SPLIT_NAMES:
         missing = [c for c in classes[split] if c not in per_class]
@@ -105,6 +115,15 @@ def merge(splits: Splits) -> ImageSet:
     )
 
 
+WIDE_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # 16/32-bit grey, which Pillow's convert() clips at 255
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit grey image (microscopy, medical scans) as 8-bit grey, scaled by 1/256 rather than clipped."""
+    pixels = np.asarray(image, dtype=np.int64)  # "I" holds 16-bit values as 32-bit integers
+    return Image.fromarray((np.clip(pixels, 0, 65535) >> 8).astype(np.uint8), mode="L")
+
+
 def decode_images(paths: Sequence[Path], mode: str, image_size: int) -> torch.Tensor:
     """[n, C, S, S] uint8 of image files converted to PIL `mode` ("L" or "RGB") and resized to S x S
     (antialiased bilinear, as torchvision's Resize)."""
@@ -112,7 +131,7 @@ def decode_images(paths: Sequence[Path], mode: str, image_size: int) -> torch.Te
     for path in paths:
         try:
             with Image.open(path) as image:
-                image = image.convert(mode)
+                image = image.convert(mode) if image.mode not in WIDE_GREY else eight_bit(image).convert(mode)
                 if image.size != (image_size, image_size):
                     image = image.resize((image_size, image_size), Image.BILINEAR)
                 out.append(np.asarray(image))

@@ -77,9 +77,29 @@ def dataset_node(name: str, root: str | None, image_size: int) -> Any:
     yaml.pop("defaults", None)
     node = OmegaConf.merge(OmegaConf.structured(SCHEMAS["dataset"][name]), yaml)
     node.image_size = image_size
+    if "rotation_classes" in node:  # rotated copies are extra training classes, not test classes
+        node.rotation_classes = False
     if root is not None:
         node.root = root
     return node
+
+
+#: Datasets cut from the same images: testing one on another tests on training classes.
+SOURCES = {"cifar_fs": "CIFAR-100", "fc100": "CIFAR-100", "cifar100_random": "CIFAR-100"}
+
+
+def check_no_training_classes(cfg: Any, train: ImageSet, test: ImageSet) -> None:
+    """Refuse a test set drawn from the training dataset's own images that holds training classes (all classes
+    of it are test classes, so e.g. dataset=cifar_fs eval.dataset=fc100 would test on 64 training classes)."""
+    same_source = SOURCES.get(cfg.dataset.name, cfg.dataset.name) == SOURCES.get(cfg.eval.dataset, cfg.eval.dataset)
+    if cfg.eval.dataset == "folder":  # a folder is its own source only at the same root
+        same_source = same_source and cfg.eval.dataset_root in (None, cfg.dataset.get("root"))
+    shared = sorted(set(train.class_names) & set(test.class_names))
+    if same_source and shared:
+        raise UserError(
+            f"eval.dataset={cfg.eval.dataset} holds {len(shared)} of the training split's classes (e.g. "
+            f"{shared[0]!r}), from the same images as dataset={cfg.dataset.name}: test on another dataset"
+        )
 
 
 def cross_domain_test(cfg: Any, train: ImageSet) -> ImageSet:
@@ -93,4 +113,5 @@ def cross_domain_test(cfg: Any, train: ImageSet) -> ImageSet:
         test = TEST_SETS[name](node) if name in TEST_SETS else merge(DATASETS[name](node))
     except UserError as e:  # the loaders name dataset.root; here it is set as eval.dataset_root
         raise UserError(str(e).replace("dataset.root", "eval.dataset_root")) from None
+    check_no_training_classes(cfg, train, test)
     return convert(test, train.images.shape[-1], train.images.shape[1])
