@@ -101,6 +101,7 @@ CATALOGUE = [
     (["dataset=svhn"], "dataset=svhn is a cross-domain test set"),
     (["eval.dataset=svhn", "eval.dataset_root={empty}"], "test_32x32.mat not found"),
     (["eval.dataset=nosuch"], "eval.dataset=nosuch is not one of"),
+    (["eval.dataset=glyphs"], "eval.dataset=glyphs holds 844 of the training split's classes"),
     (["eval.dataset=digits", "episode.n_way=12"], "n_way=12 is more than the 10 classes of the test split"),
     (["dataset.augment.enabled=true", "dataset.augment.scale=[1.2,0.9]"], "dataset.augment.scale must be [min, max]"),
     # encoders, algorithms, plots, sweeps
