@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -65,6 +66,22 @@ def autocast(device: torch.device, enabled: bool) -> Any:
     return nullcontext()
 
 
+@contextmanager
+def derivatives_named() -> Iterator[None]:
+    """PyTorch's "derivative for aten::X is not implemented" as a UserError that says what to do: second-order
+    methods differentiate each op's backward, which some ops (e.g. hardsigmoid in torchvision's MobileNetV3) lack."""
+    try:
+        yield
+    except (RuntimeError, NotImplementedError) as e:
+        missing = re.search(r"derivative for (\S+) is not implemented", str(e))
+        if missing is None:
+            raise
+        raise UserError(
+            f"autograd cannot differentiate {missing.group(1)}, which this encoder uses and second-order training "
+            "needs; set algorithm.first_order=true or choose another encoder"
+        ) from None
+
+
 def training_step(
     algorithm: FewShotAlgorithm, episode: Episode, optimizer: torch.optim.Optimizer, device: torch.device, amp: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,6 +90,13 @@ def training_step(
     The algorithm's own outer update (`meta_update`: Reptile, MAML's task-by-task backward) when it has one,
     else forward, loss, backward and an optimizer step.
     """
+    with derivatives_named():
+        return _training_step(algorithm, episode, optimizer, device, amp)
+
+
+def _training_step(
+    algorithm: FewShotAlgorithm, episode: Episode, optimizer: torch.optim.Optimizer, device: torch.device, amp: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     with autocast(device, amp):
         update = algorithm.meta_update(episode, optimizer)
         if update is not None:

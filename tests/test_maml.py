@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import pytest
 import torch
@@ -498,3 +499,22 @@ def test_a_learned_head_too_small_for_the_lake_runs_fails_validation():
     assert (ok.algorithm.n_way, ok.algorithm.train_n_way) == (20, None)
     with pytest.raises(UserError, match="set algorithm.n_way=20"):
         validate(small)
+
+
+def test_an_op_without_a_second_derivative_is_a_user_error_naming_it():
+    """torchvision's MobileNetV3 uses hardsigmoid, whose backward PyTorch cannot differentiate: second-order MAML
+    says so in one line and what to do; first order trains."""
+    from fewshot_exp.train import training_step
+
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Hardsigmoid(), nn.Flatten())
+    for first_order in (False, True):
+        algorithm = MAML(copy.deepcopy(encoder), Distance("l2"), n_way=N_WAY, embedding_dim=12, first_order=first_order)
+        algorithm = algorithm.double()  # as episode()
+        optimizer = torch.optim.SGD(algorithm.parameters(), lr=0.1)
+        step = partial(training_step, algorithm, episode(), optimizer, torch.device("cpu"), False)
+        if first_order:
+            step()
+            continue
+        with pytest.raises(UserError, match=r"cannot differentiate aten::hardsigmoid_backward, .*algorithm.first_order=true"):
+            step()
