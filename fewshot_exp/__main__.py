@@ -90,6 +90,8 @@ def main(cfg: DictConfig) -> float:
         if multirun:  # isolate the failure: record it, let the other jobs run
             record_failure(run_dir, Path(hc.sweep.dir), hc.job.override_dirname, e)
             print(f"job {hc.job.num} failed: {one_line(e)}", file=sys.stderr)
+            if "optuna" in str(hc.sweeper.get("_target_", "")):  # the sweeper marks a trial that raises FAIL;
+                raise  # one returning NaN, optuna 2 refuses and the study stops
             return float("nan")
         if isinstance(e, USER_ERRORS):  # reported here, or Hydra adds its own "Error executing job" line
             exit_with(e)

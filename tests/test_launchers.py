@@ -110,3 +110,23 @@ def test_optuna_sweeper_maximises_the_validation_accuracy_the_jobs_return(glyphs
     assert best["best_value"] == max(r["val/best_acc"] for r in trials.values())
     assert set(best["best_params"]) == {"train.lr", "train.lr_gamma", "distance"}
     assert 1e-4 <= best["best_params"]["train.lr"] <= 1e-2
+
+
+@pytest.mark.slow
+def test_a_failed_optuna_trial_is_recorded_and_the_study_goes_on(glyphs_root, tmp_path):
+    """k_shot=30 cannot fill an episode: those trials fail (FAIL in the study, error.txt, failed_jobs.jsonl),
+    the others run, the best of the finished ones is reported and the sweep exits 1 with one line."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "hparams_search=protonet_optuna", "hydra.sweeper.n_trials=4", "episode.k_shot=choice(5,30)",
+        "train.episodes=6", *TINY, f"dataset.root={glyphs_root}", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["jobs"] == 4 and 0 < summary["finished"] < 4
+    assert len(summary["failed"]) == 4 - summary["finished"]
+    assert all("k_shot + n_query = 30 + 15" in f["error"] for f in summary["failed"])
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_params"]["episode.k_shot"] == 5
+    assert best["best_value"] == max(r["val/best_acc"] for r in results(sweep).values())
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {4 - summary['finished']} of 4 jobs failed")

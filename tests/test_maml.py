@@ -516,5 +516,5 @@ def test_an_op_without_a_second_derivative_is_a_user_error_naming_it():
         if first_order:
             step()
             continue
-        with pytest.raises(UserError, match=r"cannot differentiate aten::hardsigmoid_backward, .*algorithm.first_order=true"):
+        with pytest.raises(UserError, match=r"differentiate aten::hardsigmoid_backward, .*algorithm.first_order=true"):
             step()
