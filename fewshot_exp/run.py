@@ -101,7 +101,7 @@ def resume_state(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any
         if held:
             raise UserError(
                 f"{run_dir} already holds a run ({', '.join(held)}): pass resume=true to continue it, or choose "
-                "another hydra.run.dir"
+                "another hydra.run.dir (for a sweep, hydra.sweep.dir)"
             )
         return None
     if not last.exists():

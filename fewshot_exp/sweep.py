@@ -29,16 +29,35 @@ def record_failure(run_dir: Path, sweep_dir: Path, job: str, error: BaseExceptio
         f.write(json.dumps({"job": job, "run_dir": str(run_dir), "error": message}) + "\n")
 
 
+def job_dirs(sweep_dir: Path) -> dict[str, int]:
+    """{job dir: mtime of its .hydra/config.yaml}, which Hydra writes when the job starts. rglob: a job dir named
+    by an override holding a `/` is nested, not lost from the count."""
+    return {str(p.parent.parent.resolve()): p.stat().st_mtime_ns for p in sweep_dir.rglob(".hydra/config.yaml")}
+
+
+def failure_lines(sweep_dir: Path) -> list[str]:
+    path = sweep_dir / FAILED_JOBS
+    return path.read_text().splitlines() if path.exists() else []
+
+
 class SweepSummary(Callback):
+    """Summarises the sweep that ran, also in a sweep dir reused from an earlier sweep: its jobs are the job dirs
+    started since the sweep began (new, or written again), its failures the lines added since."""
+
+    def __init__(self) -> None:
+        self.before: dict[str, int] = {}
+        self.failures_before = 0
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        self.before, self.failures_before = job_dirs(sweep_dir), len(failure_lines(sweep_dir))
+
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        failures_file = sweep_dir / FAILED_JOBS
-        failures = (
-            [json.loads(line) for line in failures_file.read_text().splitlines()] if failures_file.exists() else []
-        )
-        # rglob: a job dir named by an override holding a `/` is nested, not lost from the count
-        jobs = sorted(str(p.parent.parent.resolve()) for p in sweep_dir.rglob(".hydra/config.yaml"))
-        finished = [job for job in jobs if (Path(job) / "results.json").is_file()]
+        failures = [json.loads(line) for line in failure_lines(sweep_dir)[self.failures_before :]]
+        jobs = sorted(job for job, started in job_dirs(sweep_dir).items() if self.before.get(job) != started)
+        failed_dirs = {str(Path(f["run_dir"]).resolve()) for f in failures}
+        finished = [job for job in jobs if (Path(job) / "results.json").is_file() and job not in failed_dirs]
         summary = {"jobs": len(jobs), "finished": len(finished), "finished_runs": finished, "failed": failures}
         (sweep_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if failures:

@@ -49,6 +49,13 @@ def test_sweep_then_report(glyphs_root, tmp_path, capsys):
     assert (tmp_path / "report" / "acc_vs_shots.png").stat().st_size > 10_000
     assert (tmp_path / "report" / "report.md").read_text().startswith("| dataset")
 
+    # the same sweep dir again, one good job: its summary is of this sweep, not the earlier failure
+    again = run_cli("-m", "episode.k_shot=2", *TINY, f"dataset.root={glyphs_root}", f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert (summary["jobs"], summary["finished"], summary["failed"]) == (1, 1, [])
+    assert "episode.k_shot=2" in summary["finished_runs"][0]
+
 
 def fake_run(run_dir: Path, overrides: list[str], acc: float | None, mode: str = "RUN", config: str = "") -> None:
     """A run dir as `python -m fewshot_exp` leaves it, with made-up numbers (`acc` None: no results.json)."""
