@@ -139,11 +139,15 @@ def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]]]:
     return path, model_cfg, curve
 
 
+def training_choices(checkpoint: Path, choices: dict[str, str]) -> dict[str, str]:
+    """The training run's config group choices (its .hydra/hydra.yaml beside the checkpoint), else `choices`."""
+    hydra_file = checkpoint.parent / ".hydra" / "hydra.yaml"
+    return dict(OmegaConf.load(hydra_file).hydra.runtime.choices) if hydra_file.is_file() else choices
+
+
 def model_identity(checkpoint: Path, model_cfg: Any, choices: dict[str, str]) -> dict[str, Any]:
     """What was evaluated: the training run's config group choices and training shape, for the report."""
-    hydra_file = checkpoint.parent / ".hydra" / "hydra.yaml"
-    if hydra_file.is_file():
-        choices = dict(OmegaConf.load(hydra_file).hydra.runtime.choices)
+    choices = training_choices(checkpoint, choices)
     t = train_shape(model_cfg)
     return {
         "checkpoint": str(checkpoint),
@@ -172,9 +176,15 @@ def run_shot_curve(cfg: Any, run_dir: Path, name: str, group: str, choices: dict
     path, model_cfg, curve = shot_curve(cfg)
     model = model_identity(path, model_cfg, choices)
     results = {"eval_only": True, "model": model, "curve": curve}
+    choices = training_choices(path, choices)  # the model's, as the training run's W&B config and tags have them
+    tags = [
+        *cfg.logger.tags,
+        "eval_only",
+        *(f"{k}={choices[k]}" for k in ("algorithm", "dataset", "distance") if k in choices),
+    ]
     tracker = Tracker(
         run_dir, cfg.logger, name=f"eval_only:{name}", group=group,
-        config=wandb_config(model_cfg, choices), tags=[*cfg.logger.tags, "eval_only"], resume=None,
+        config=wandb_config(model_cfg, choices), tags=tags, resume=None,
     )  # fmt: skip
     exit_code = 1
     try:

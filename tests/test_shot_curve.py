@@ -18,7 +18,7 @@ TINY = ["train.episodes=20", "train.val_every=10", "train.log_every=10", "train.
 @pytest.fixture(scope="module")
 def trained(glyphs_root, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("trained") / "run"
-    proc = run_cli(*TINY, "logger=none", f"dataset.root={glyphs_root}", f"hydra.run.dir={run_dir}")
+    proc = run_cli(*TINY, "distance=cosine", "logger=none", f"dataset.root={glyphs_root}", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 
@@ -42,7 +42,8 @@ def test_curve_from_a_checkpoint(trained, tmp_path, capsys):
     assert (out / "acc_vs_shots.png").stat().st_size > 10_000
 
     run = logged_run(out)  # the W&B run: a table and the plot, the points in the summary
-    assert "eval_only" in run["tags"]
+    assert "eval_only" in run["tags"] and "distance=cosine" in run["tags"]  # the model's choices, not this command's
+    assert run["config"]["choices"]["distance"] == "cosine" and run["config"]["distance"]["name"] == "cosine"
     assert run["summary"]["test/acc@5way5shot"] == trained_acc
     logged = {key: value for row in run["history"] for key, value in row.items()}
     assert (logged["test/curve/_type"], logged["test/curve/nrows"]) == ("table-file", 4)
