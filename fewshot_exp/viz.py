@@ -45,7 +45,7 @@ def class_colors(n: int) -> np.ndarray:
 
 
 def project(points: torch.Tensor, method: str = "pca", seed: int = 0) -> np.ndarray:
-    """Points [M, D] -> [M, 2] by PCA (torch) or t-SNE (scikit-learn)."""
+    """Points [M, D] -> [M, 2] by exact PCA (torch) or t-SNE (scikit-learn)."""
     x = points.detach().double().cpu()
     if method == "tsne":
         try:
@@ -55,7 +55,11 @@ def project(points: torch.Tensor, method: str = "pca", seed: int = 0) -> np.ndar
         perplexity = min(30.0, (x.shape[0] - 1) / 3)
         return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x.numpy())
     x = x - x.mean(0)
-    _, _, v = torch.pca_lowrank(x, q=min(2, *x.shape), center=False)
+    # exact PCA: the top right singular vectors (pca_lowrank is randomised, so neither exact nor repeatable); the
+    # sign of each is fixed by its largest entry, so the same embeddings give the same picture
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)
+    v = vh[: min(2, *x.shape)].T
+    v = v * torch.sign(v.gather(0, v.abs().argmax(0, keepdim=True)))
     out = (x @ v).numpy()
     return out if out.shape[1] == 2 else np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
 

@@ -96,6 +96,20 @@ def test_pca_projection_keeps_the_main_direction():
     assert abs(abs(torch.corrcoef(torch.stack([torch.tensor(xy[:, 0]), points[:, 3]]))[0, 1]) - 1) < 1e-9
 
 
+def test_pca_projection_is_the_exact_top_two_and_repeatable():
+    """The plane of the two largest singular values (what numpy's SVD gives), whatever the global RNG's state."""
+    points = torch.randn(40, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * torch.linspace(
+        0.1, 3, 64, dtype=torch.float64
+    )
+    torch.manual_seed(1)
+    first = project(points)
+    torch.manual_seed(2)
+    assert np.array_equal(first, project(points))
+    centred = (points - points.mean(0)).numpy()
+    top2 = np.linalg.svd(centred, compute_uv=False)[:2]
+    assert np.allclose(np.linalg.norm(first, axis=0), top2, rtol=1e-10)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("sklearn") is not None, reason="scikit-learn is installed")
 def test_tsne_without_scikit_learn_is_a_clear_error():
     with pytest.raises(UserError, match="viz_projection=tsne needs scikit-learn"):
