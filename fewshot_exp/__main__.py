@@ -134,6 +134,20 @@ def unquoted(value: str) -> str:
     return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
 
 
+PATH_KEYS = ("checkpoint", "train.init_from", "dataset.root", "eval.dataset_root", "eval.lake_runs", "encoder.weights")
+
+
+def quoted_paths(argv: list[str]) -> list[str]:
+    """Path overrides naming an existing file or dir, quoted: a sweep job's dir (`.../0_train.lr=0.1,seed=1`) does
+    not parse as a bare override value (a comma-separated list of paths, a sweep, is left alone)."""
+    out = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        needs_quotes = any(c in value for c in "=,") and value[:1] not in "'\""
+        out.append(f"{key}={quoted(value)}" if key in PATH_KEYS and needs_quotes and Path(value).exists() else arg)
+    return out
+
+
 def resume_argv(argv: list[str]) -> list[str]:
     """`resume=<run dir>` means `resume=true hydra.run.dir=<run dir>` with that run's own overrides (those not given
     again): continue that run in place."""
@@ -182,7 +196,7 @@ def cli() -> None:
     SHOW_TRACEBACK = user_setting == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
     try:
-        sys.argv[1:] = resume_argv(sys.argv[1:])
+        sys.argv[1:] = resume_argv(quoted_paths(sys.argv[1:]))
         with hydra_files_kept_on_failure(sys.argv[1:]):
             main()
     except USER_ERRORS as e:

@@ -537,6 +537,8 @@ def validate(cfg: Any) -> None:
             f"algorithm.image_size={cfg.algorithm.image_size} differs from dataset.image_size="
             f"{cfg.dataset.image_size}; leave it at its default, ${{dataset.image_size}}"
         )
+    if (cfg.eval.k_shots is not None or cfg.eval.n_ways is not None) and not cfg.get("eval_only"):
+        raise UserError("eval.k_shots and eval.n_ways make a test-shot curve of a trained model: add eval_only=true")
     if cfg.eval.dataset_root is not None and cfg.eval.dataset is None:
         raise UserError("eval.dataset_root is set but eval.dataset is not: name the cross-domain test set")
     if cfg.eval.dataset is not None and cfg.eval.dataset not in SCHEMAS["dataset"]:

@@ -128,6 +128,7 @@ CATALOGUE = [
     (["eval_only=true", "checkpoint={foreign}/last.pt"], "last.pt is not a fewshot-exp checkpoint"),
     (["eval_only=true", "checkpoint={run}", "eval.n_ways=[3,0]"], "eval.n_ways=[3, 0]: every value must be at least 2"),
     (["eval_only=true", "checkpoint={run}", "eval.n_ways=[1]"], "eval.n_ways=[1]: every value must be at least 2"),
+    (["eval.k_shots=[1,5]"], "eval.k_shots and eval.n_ways make a test-shot curve of a trained model: add eval_only"),
     (
         ["eval_only=true", "checkpoint={run}", "hydra.run.dir={run}"],
         "already holds a run (last.pt, best.pt, results.json)",

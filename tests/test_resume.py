@@ -136,6 +136,10 @@ def test_the_stop_message_s_resume_command_works_as_printed(glyphs_root, tmp_pat
     assert results["train/episodes"] == 40 and results["test/episodes"] == 20  # CONFIG's, not the defaults
     proc = run_cli(hint, "train.lr=0.5")  # an override given besides must agree with the checkpoint
     assert proc.returncode == 2 and "config differs from the checkpoint's in train.lr" in proc.stderr
+    out = tmp_path.parent / "curve"
+    curve = run_cli("eval_only=true", f"checkpoint={job}", f"hydra.run.dir={out}")
+    assert curve.returncode == 0, curve.stderr[-3000:]  # the sweep job's dir as a bare override value parses too
+    assert json.loads((out / "results.json").read_text())["curve"][0]["acc"] == results["test/acc"]
 
 
 def test_deterministic_is_set_both_ways_for_the_next_job_of_a_multirun():
