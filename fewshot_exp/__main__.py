@@ -17,11 +17,11 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from fewshot_exp import sweep
-from fewshot_exp.config import register_configs
+from fewshot_exp.config import register_configs, saved_overrides
 from fewshot_exp.errors import UserError
 from fewshot_exp.sweep import record_failure
 from fewshot_exp.train import DivergedError, Interrupted
@@ -111,19 +111,6 @@ def main(cfg: DictConfig) -> float:
     return results["val/best_acc"]
 
 
-def override_key(arg: str) -> str:
-    return arg.partition("=")[0].lstrip("+~")
-
-
-def saved_overrides(run_dir: Path, argv: list[str]) -> list[str]:
-    """The run's own command-line overrides (`.hydra/overrides.yaml`) that `argv` does not set again."""
-    path = run_dir / ".hydra" / "overrides.yaml"
-    saved = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
-    # hparams_search presets set hydra.mode=MULTIRUN: re-applied, they would start a new study, not continue a trial
-    skip = {override_key(a) for a in argv} | {"resume", "hparams_search"}
-    return [str(o) for o in saved or [] if override_key(str(o)) not in skip]
-
-
 def quoted(value: str) -> str:
     """`value` as a Hydra override value: quoted, so that a sweep job's dir name (`0_train.lr=0.1,seed=1`) parses."""
     quote = "'" if "'" not in value else '"'
@@ -167,7 +154,8 @@ def resume_argv(argv: list[str]) -> list[str]:
                         "continue, or resume=true with hydra.run.dir=<dir>"
                     )
                 )
-            out = saved_overrides(Path(value), argv) + out
+            # hparams_search presets set hydra.mode=MULTIRUN: re-applied, they would start a new study
+            out = saved_overrides(Path(value), argv, skip=("resume", "hparams_search")) + out
             out += ["resume=true", f"hydra.run.dir={quoted(str(Path(value).resolve()))}"]
         else:
             out.append(arg)

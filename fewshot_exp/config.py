@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from fewshot_exp.checkpoint import checkpoint_path
 from fewshot_exp.errors import UserError
@@ -479,6 +481,20 @@ def train_shape(cfg: Any) -> EpisodeShape:
         n_query=e.n_query if t.n_query is None else t.n_query,
         tasks=e.tasks if t.tasks is None else t.tasks,
     )
+
+
+def override_key(override: str) -> str:
+    """The key a command-line override sets: `a.b=1`, `+a.b=1` and `~a.b` all set `a.b`."""
+    return override.partition("=")[0].lstrip("+~")
+
+
+def saved_overrides(run_dir: Path, given: Iterable[str], skip: Iterable[str] = ()) -> list[str]:
+    """A run's own command-line overrides (`<run_dir>/.hydra/overrides.yaml`; [] without it), less Hydra's own and
+    those whose key is set again by the `given` overrides or is in `skip`."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    saved = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    dropped = {override_key(o) for o in given} | set(skip)
+    return [str(o) for o in saved or [] if not str(o).startswith("hydra") and override_key(str(o)) not in dropped]
 
 
 def _positive(name: str, value: Any) -> None:

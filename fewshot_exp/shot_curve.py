@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from fewshot_exp.build import build_algorithm, load_splits, samplers, select_device
 from fewshot_exp.checkpoint import checkpoint_path, load_checkpoint
-from fewshot_exp.config import head_outputs, train_shape, validate
+from fewshot_exp.config import head_outputs, saved_overrides, train_shape, validate
 from fewshot_exp.data.episodes import EpisodeSampler, check_shape
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
@@ -48,10 +48,6 @@ def checkpoint_file(value: str | None) -> Path:
     return checkpoint_path(value, "checkpoint")
 
 
-def override_key(override: str) -> str:
-    return override.partition("=")[0].lstrip("+~")
-
-
 def training_config(checkpoint: Path, cfg: Any) -> Any:
     """The training run's config (from its overrides next to the checkpoint) with this command's on top."""
     saved = checkpoint.parent / ".hydra" / "overrides.yaml"
@@ -59,8 +55,7 @@ def training_config(checkpoint: Path, cfg: Any) -> Any:
         log.warning("%s has no .hydra/overrides.yaml beside it: using this command's config for the model", checkpoint)
         return cfg
     now = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra")]
-    replaced = {override_key(o) for o in now} | KEPT_FROM_COMMAND
-    then = [o for o in OmegaConf.load(saved) if not o.startswith("hydra") and override_key(o) not in replaced]
+    then = saved_overrides(checkpoint.parent, now, skip=KEPT_FROM_COMMAND)
     return compose(config_name="config", overrides=then + now)
 
 
@@ -146,8 +141,7 @@ def training_choices(checkpoint: Path, choices: dict[str, str]) -> dict[str, str
 
 
 def model_identity(checkpoint: Path, model_cfg: Any, choices: dict[str, str]) -> dict[str, Any]:
-    """What was evaluated: the training run's config group choices and training shape, for the report."""
-    choices = training_choices(checkpoint, choices)
+    """What was evaluated: the training run's config group choices (`training_choices`) and training shape."""
     t = train_shape(model_cfg)
     return {
         "checkpoint": str(checkpoint),
@@ -174,9 +168,9 @@ def run_shot_curve(cfg: Any, run_dir: Path, name: str, group: str, choices: dict
     if held:  # e.g. hydra.run.dir=<the run being evaluated>
         raise UserError(f"{run_dir} already holds a run ({', '.join(held)}): evaluate into another hydra.run.dir")
     path, model_cfg, curve = shot_curve(cfg)
+    choices = training_choices(path, choices)  # the model's, as the training run's W&B config and tags have them
     model = model_identity(path, model_cfg, choices)
     results = {"eval_only": True, "model": model, "curve": curve}
-    choices = training_choices(path, choices)  # the model's, as the training run's W&B config and tags have them
     tags = [
         *cfg.logger.tags,
         "eval_only",
