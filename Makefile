@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format train bench clean device-wheels
+.PHONY: help install test test-full lint format train bench docs docs-serve clean device-wheels
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -13,9 +13,12 @@ help: ## List the targets
 install: ## Create .venv and install the package with its dev tools (torch from the local wheel cache)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[all,dev]"
 
-test: ## Run the test suite (CPU, a few minutes)
+test: ## Run the fast test suite (CPU; tests marked slow are left out)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-full: ## Run every test, the slow end-to-end ones included
 	$(BIN)/python -m pytest -q
 
 lint: ## ruff check and format check
@@ -36,8 +39,14 @@ bench: ## Benchmarks vs easyfsl/higher (pip install -e ".[bench]"), fusion on/of
 	$(BIN)/python benchmarks/maml_vmap.py --tasks 4 --repeats 2
 	$(BIN)/python -m benchmarks.allocator
 
+docs: ## Build the documentation site into site/ (mkdocs build --strict)
+	$(BIN)/mkdocs build --strict
+
+docs-serve: ## Serve the documentation at http://127.0.0.1:8000 with live reload
+	$(BIN)/mkdocs serve
+
 clean: ## Remove outputs, caches and build files (keeps .venv)
-	rm -rf outputs multirun device-out .pytest_cache .ruff_cache build dist *.egg-info
+	rm -rf outputs multirun device-out site .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 device-wheels: ## Wheels (Python 3.12, no deps) of what a bare GPU machine with PyTorch lacks, into .whl (benchmarks/device)

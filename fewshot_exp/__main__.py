@@ -26,7 +26,7 @@ from fewshot_exp.errors import UserError
 from fewshot_exp.sweep import record_failure
 from fewshot_exp.train import DivergedError, Interrupted
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 USER_ERRORS = (UserError, DivergedError, HydraException, OmegaConfBaseException)
 register_configs()
 
@@ -67,7 +67,7 @@ def exit_with(e: BaseException) -> None:
     sys.exit(2)
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     from fewshot_exp.run import run_experiment
 

@@ -20,12 +20,12 @@ from fewshot_exp.config import register_configs
 from fewshot_exp.data.episodes import Episode, EpisodeSampler
 from fewshot_exp.train import training_step
 
-ALGORITHMS = sorted(p.stem for p in (REPO / "conf" / "algorithm").glob("*.yaml"))
+ALGORITHMS = sorted(p.stem for p in (REPO / "fewshot_exp" / "conf" / "algorithm").glob("*.yaml"))
 
 
 def make(name: str, *overrides: str):
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "fewshot_exp" / "conf"), version_base="1.3"):
         cfg = compose(
             "config", overrides=[f"algorithm={name}", "encoder.hidden=16", "encoder.out_channels=16", *overrides]
         )

@@ -22,13 +22,13 @@ from fewshot_exp.resnet12 import ResNet12, drop_block
 from fewshot_exp.torchvision_backbone import TorchvisionBackbone
 
 TINY_RESNET12 = ["encoder=resnet12", "encoder.channels=[4,4,8,8]"]
-ALGORITHMS = sorted(p.stem for p in (REPO / "conf" / "algorithm").glob("*.yaml"))
-EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+ALGORITHMS = sorted(p.stem for p in (REPO / "fewshot_exp" / "conf" / "algorithm").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (REPO / "fewshot_exp" / "conf" / "experiment").glob("*.yaml"))
 
 
 def compose_cfg(*overrides: str):
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "fewshot_exp" / "conf"), version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
 

@@ -14,13 +14,13 @@ from fewshot_exp.config import register_configs, train_shape, validate
 from fewshot_exp.errors import UserError
 
 GROUPS = ["dataset", "encoder", "algorithm", "distance", "episode", "logger", "experiment"]
-OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((REPO / "conf" / g).glob("*.yaml"))]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((REPO / "fewshot_exp" / "conf" / g).glob("*.yaml"))]
 NEEDS_ROOT = {"omniglot"}
 
 
 def make(*overrides: str):
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "fewshot_exp" / "conf"), version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
 
@@ -76,7 +76,7 @@ def test_run_names_leave_out_paths_and_logger_settings():
     paths = ["train.init_from=/runs/a", "encoder.weights=/w/r18.pt", "dataset.root=/data/x", "checkpoint=/runs/b"]
     logger = ["logger.project=p", "logger.group=g", "logger.tags=[a,b]", "seed=3", "device=cpu"]
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "fewshot_exp" / "conf"), version_base="1.3"):
         overrides = ["encoder=torchvision", "episode.k_shot=1", *paths, *logger]
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
     assert cfg.hydra.job.override_dirname == "encoder=torchvision,episode.k_shot=1"

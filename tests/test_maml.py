@@ -490,7 +490,7 @@ def test_a_learned_head_too_small_for_the_lake_runs_fails_validation():
     from fewshot_exp.config import register_configs, validate
 
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "fewshot_exp" / "conf"), version_base="1.3"):
         ok = compose("config", overrides=["algorithm=maml", "episode.n_way=20"])
         small = compose("config", overrides=["algorithm=fomaml", "eval.lake_runs=/runs"])
         proto = compose("config", overrides=["algorithm=protomaml", "eval.lake_runs=/runs"])

@@ -28,7 +28,7 @@ from fewshot_exp.data.common import by_class, convert, require_root, resize
 from fewshot_exp.data.imageset import ImageSet
 from fewshot_exp.errors import UserError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "dataset"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "dataset"
 DIGITS = [str(d) for d in range(10)]
 
 
