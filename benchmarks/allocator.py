@@ -125,9 +125,12 @@ def main(argv: list[str] | None = None) -> None:
     from tabulate import tabulate
 
     from benchmarks.peers import missing
+    from benchmarks.provenance import hardware, record
 
     absent = {w: missing(WORKLOADS[w][3]) for w in args.workloads}
     contenders = [c for w in args.workloads for c in WORKLOADS[w][1:3] if not (c == WORKLOADS[w][2] and absent[w])]
+    machine = hardware("cpu") | ({"threads": args.threads} if args.threads else {})  # the children's threads
+    provenance = record("benchmarks.allocator", sys.argv[1:] if argv is None else argv, machine)
     load_before = os.getloadavg()
     seconds = {c: {"on": [], "off": []} for c in contenders}
     for _ in range(args.rounds):
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(tabulate([{k: v for k, v in r.items() if k != "what"} for r in rows], headers="keys", floatfmt=".2f"))
     result = {
+        **provenance,
         "size": args.size,
         "channels": args.channels,
         "threads": args.threads,

@@ -1,4 +1,4 @@
-"""MAML's tasks of a meta-batch: per-task loop vs torch.func.vmap, on this machine's device.
+"""MAML's tasks of a meta-batch: per-task loop vs torch.func.vmap, on CUDA when available, else on the CPU.
 
     python benchmarks/maml_vmap.py [--tasks 8] [--way 5] [--shot 5] [--query 15] [--size 28] [--repeats 3]
 

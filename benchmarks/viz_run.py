@@ -30,7 +30,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     checkpoint = load_checkpoint(args.run_dir / "best.pt")
     saved = OmegaConf.create(checkpoint["config"])
-    # on the current schemas, so that keys added since the run get their defaults
+    # on the current schemas, so that keys the saved config lacks get their defaults
     dataset = OmegaConf.structured(SCHEMAS["dataset"][saved.dataset.name])
     cfg = OmegaConf.merge(OmegaConf.structured(Config), {"dataset": dataset}, saved)
     cfg.viz, cfg.viz_projection = True, args.projection

@@ -1,5 +1,5 @@
 """A fork server for the command-line tests: one process imports what `python -m fewshot_exp` imports (torch
-and torch._dynamo alone take ~5 s on the 2-core CI machine), and every CLI run the tests ask for is a fork of
+and torch._dynamo alone take seconds to import), and every CLI run the tests ask for is a fork of
 it. Each run is still its own process, as a user's is: its own argv, environment, working directory, exit code,
 signals (a SIGKILL kills only it), stdout and stderr, and the normal interpreter exit (non-daemon threads
 joined, atexit handlers run). The server does no tensor work itself, so no OpenMP thread pool is copied

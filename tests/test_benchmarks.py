@@ -32,8 +32,8 @@ def check_row(row: dict) -> None:
 
 
 def test_the_paired_ratio_follows_the_drift_that_a_ratio_of_medians_mixes_up():
-    # B takes 1.1x A's time in every round but the third, where only B's call was slowed down 3x; the machine
-    # was 3x slower for both in the last two rounds.
+    # B takes 1.1x A's time in every round but the third, where only B's call is slowed down 3x; the machine
+    # is 3x slower for both in the last two rounds.
     a = [1.0, 1.0, 1.0, 3.0, 3.0]
     b = [1.1, 1.1, 3.3, 3.3, 3.3]
     assert statistics.median(b) / statistics.median(a) == 3.3  # the slow rounds decide both medians

@@ -90,13 +90,14 @@ def test_run_names_leave_out_paths_and_logger_settings():
     ],
 )
 def test_folder_split_files_can_be_set_on_the_command_line(overrides):
-    """A dict (or one key at a time) merges into the schema's SplitFiles node; None was not mergeable."""
+    """A dict (or one key at a time) merges into the schema's SplitFiles node (a node of Nones, not None, which
+    would not merge)."""
     cfg = make("dataset=folder", "dataset.root=/x", *overrides)
     assert dict(cfg.dataset.split_files) == {"train": "a.txt", "val": "b.txt", "test": "c.txt"}
 
 
 def test_a_checkpoint_from_before_a_key_existed_resumes_while_that_key_is_at_its_default():
-    """Resume compares configs key by key; a key the saved config lacks (added to a schema later, like
+    """Resume compares configs key by key; a key the saved config lacks (one a newer schema has, here
     encoder.downsample) differs only if this run sets it away from the schema's default."""
     from fewshot_exp.run import config_differences
 

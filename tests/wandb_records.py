@@ -50,9 +50,9 @@ def _items(items) -> dict:
 def logged_run(run_dir: Path, wait: float = 10.0) -> dict:
     """The run record (name, group, tags, config) and all history rows of the run in `run_dir/wandb`.
 
-    The file is written by wandb-core, a separate process. Once (2026-12-03, the report run of the 2x2x2
-    sweep test, not reproduced in 18 reruns), a read right after `finish()` returned found the file without
-    its run record, so a file without one is read again for up to `wait` seconds before the test fails."""
+    The file is written by wandb-core, a separate process, so a read right after `finish()` returns can, rarely,
+    find the file without its run record yet; a file without one is read again for up to `wait` seconds before
+    the test fails."""
     files = sorted(Path(run_dir).glob("wandb/*run-*/run-*.wandb"))
     assert files, f"no W&B run file under {run_dir}/wandb"
     deadline = time.monotonic() + wait

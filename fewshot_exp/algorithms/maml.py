@@ -31,11 +31,11 @@ Configurable: `inner_steps` (training) and `test_inner_steps` (evaluation: `self
 `episode.n_way` and `train.episode.n_way`); an episode with fewer classes uses the first rows. Its
 input size is measured by running the encoder once on `image_size` pixels, or set `embedding_dim`.
 The head's meta-initialisation starts at zero (the paper draws it at random): all classes start
-equal, so early meta-gradients do not depend on which random row a label lands on. In the shared
-contract test (randomly initialised Conv-4 with 16 channels, random 16 px images, inner_lr 0.4), the
-first-order meta-gradient from a random head was nearly orthogonal to the second-order one (cosine
-0.05) and 15 Adam steps raised first-order MAML's loss on a fixed episode (1.48 -> 1.57); from a
-zero head they lowered it (1.41 -> 1.10). Cf. the "zeroing trick" of Kao et al. (ICLR 2022).
+equal, so early meta-gradients do not depend on which random row a label lands on. From a random head,
+the first-order meta-gradient can be nearly orthogonal to the second-order one, and a few Adam steps can
+raise first-order MAML's loss on a fixed episode instead of lowering it (the "it can learn" check of
+tests/test_algorithm_contract.py); from a zero head they lower it. Cf. the "zeroing trick" of Kao et al.
+(ICLR 2022).
 The `distance` group is not used.
 
 Implementation:
@@ -56,10 +56,9 @@ Implementation:
 - Tasks of a meta-batch run one at a time (`vectorize: false`) or together with `torch.func.vmap`
   (`vectorize: true`); both give the same numbers. Under vmap, batch norm runs as composite ops,
   because the fused kernel's double backward is wrong there (see TaskBatchNorm). `vectorize: null`
-  picks the loop on CPU, where it measured faster: `OMP_NUM_THREADS=1 python benchmarks/maml_vmap.py`
-  (Conv-4, 28 px, 8 tasks of 5-way 5-shot 15-query) took 2.7 s (loop) vs 5.8 s (vmap) per
-  second-order meta-training step and 1.7 s vs 4.0 s per 3-step evaluation. On CUDA it picks vmap
-  (not measured here: no GPU was available; run the same benchmark there to check).
+  picks the loop on CPU, the faster path there: it keeps the fused batch norm and the channels_last
+  layout that vmap gives up. On CUDA it picks vmap, which runs all tasks of a meta-batch in one
+  batched kernel per op. `python benchmarks/maml_vmap.py` times both paths on the device at hand.
 """
 
 from __future__ import annotations
@@ -88,9 +87,10 @@ class TaskBatchNorm(nn.Module):
     Replaces a `BatchNorm*d` and keeps its affine parameters (same names, so `weight` and `bias` load from
     the same state-dict keys). With `composite = True` it is computed from mean/var ops instead of the fused
     kernel: under vmap, the fused kernel's double backward gives wrong gradients (pytorch/functorch#534;
-    measured here too, see tests/test_maml.py), while the composite ops are exact. Otherwise (`fast`, the default)
-    a channels_last map is normalised as its [N*H*W, C] rows and the affine case uses `fewshot_exp.task_batch_norm`
-    (fused kernels, a short double backward); `fast = False` is plain F.batch_norm (benchmarks/fusion.py's reference).
+    tests/test_maml.py checks the vmap path against the loop), while the composite ops are exact. Otherwise
+    (`fast`, the default) a channels_last map is normalised as its [N*H*W, C] rows and the affine case uses
+    `fewshot_exp.task_batch_norm` (fused kernels, a short double backward); `fast = False` is plain F.batch_norm
+    (benchmarks/fusion.py's reference).
     """
 
     fast = True
@@ -110,7 +110,7 @@ class TaskBatchNorm(nn.Module):
         return composite_batch_norm(x, self.weight, self.bias, self.eps)
 
 
-@float32  # under bf16 autocast the mean and variance of bf16 maps would be off by ~5e-2 (F.batch_norm: ~1.5e-2)
+@float32  # under bf16 autocast the mean and variance of a bf16 map taken in bf16 are off (tests/test_precision.py)
 def composite_batch_norm(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
 ) -> torch.Tensor:
@@ -131,9 +131,9 @@ def batch_norm_rows(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
 ) -> torch.Tensor:
     """Batch norm of a channels_last map [N, C, H, W] as batch norm of its [N*H*W, C] rows, a free view of NHWC memory;
-    the output is channels_last again. Same function; on CPU, with F.batch_norm, its double backward took 0.96 s
-    against 3.93 s for the 4-d channels_last call and 1.03 s for NCHW (25 x 64 x 84 x 84, one thread), because the
-    4-d channels_last backward kernels and the reductions of the double backward are slow in that layout."""
+    the output is channels_last again. Same function; on CPU its double backward is several times faster than the
+    4-d channels_last call's (and as fast as NCHW's), because the 4-d channels_last backward kernels and the
+    reductions of the double backward are slow in that layout (benchmarks/fusion.py times the MAML meta-step)."""
     n, c, h, w = x.shape
     rows = plain_batch_norm(x.permute(0, 2, 3, 1).reshape(n * h * w, c), weight, bias, eps)
     return rows.view(n, h, w, c).permute(0, 3, 1, 2)

@@ -1,6 +1,6 @@
-"""Multi-prototype classifier with a sparse prototype-to-class layer (after "a prototype matching layer followed by
-a sparse prototype-to-class soft-max", ../shared/references/multi-prototype-interpretable-classifier.txt), trained
-end to end as a few-shot learner.
+"""Multi-prototype classifier with a sparse prototype-to-class layer (after the interpretable multi-prototype CNN
+classifier's "prototype matching layer followed by a sparse prototype-to-class soft-max"), trained end to end as a
+few-shot learner.
 
 After the encoder f, J >= N prototypes p_j in feature space and two soft-max layers:
 

@@ -16,8 +16,8 @@ Japanese_(katakana)/Sanskrit/Tagalog. That is a stand-in for machines without th
 numbers from it are not comparable to published Omniglot results.
 
 Images are inverted (strokes 255 on 0, see `imageset`) and box-filtered from 105x105 to
-`image_size`. Decoding runs at ~7k images/s on one core (small1+small2: 0.8 s;
-the full 32k images: ~5 s, extrapolated), so nothing is cached.
+`image_size`. Decoding the small PNGs takes seconds even for the full 32k images on one core, so nothing
+is cached.
 """
 
 from __future__ import annotations
