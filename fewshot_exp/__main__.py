@@ -7,11 +7,12 @@ one line `error: ...` with exit code 2 and no traceback; a bug still shows its f
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import hydra
@@ -23,8 +24,10 @@ from omegaconf.errors import OmegaConfBaseException
 from fewshot_exp import sweep
 from fewshot_exp.config import register_configs, saved_overrides
 from fewshot_exp.errors import UserError
+from fewshot_exp.extras import check_extras
 from fewshot_exp.sweep import record_failure
 from fewshot_exp.train import DivergedError, Interrupted
+from fewshot_exp.typos import check_known_keys, explain
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 USER_ERRORS = (UserError, DivergedError, HydraException, OmegaConfBaseException)
@@ -49,7 +52,7 @@ def one_line(e: BaseException) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip() and not NOISE.match(line.strip())]
     start = _options_start(lines)
     head, options = lines[: start + 1], lines[start + 1 :]
-    return "; ".join(head) + (f" {', '.join(options)}" if options else "")
+    return explain("; ".join(head) + (f" {', '.join(options)}" if options else ""))
 
 
 def _options_start(lines: list[str]) -> int:
@@ -67,12 +70,16 @@ def exit_with(e: BaseException) -> None:
     sys.exit(2)
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     from fewshot_exp.run import run_experiment
 
     hc = HydraConfig.get()
     multirun = hc.mode.name == "MULTIRUN"
+    try:
+        check_known_keys(cfg)
+    except UserError as e:
+        exit_with(e)
     group = cfg.logger.group or (Path(hc.sweep.dir).name if multirun else cfg.experiment_name)
     name = hc.job.override_dirname or cfg.experiment_name
     run_dir = Path(hc.runtime.output_dir)
@@ -178,6 +185,21 @@ def hydra_files_kept_on_failure(argv: list[str]) -> Iterator[None]:
         raise
 
 
+SCHEMA_OPTION = re.compile(r"\bbase_\w+(, )?")
+
+
+def print_help() -> None:
+    """Hydra's --help, without the schema entries (`base_<name>`) that its group lists show beside the choices."""
+    text = io.StringIO()
+    with redirect_stdout(text):
+        try:
+            main()
+        except SystemExit as e:
+            if e.code not in (0, None):
+                raise
+    print(SCHEMA_OPTION.sub("", text.getvalue()), end="")
+
+
 def cli() -> None:
     global SHOW_TRACEBACK
     user_setting = os.environ.get("HYDRA_FULL_ERROR")
@@ -185,6 +207,10 @@ def cli() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
     try:
         sys.argv[1:] = resume_argv(quoted_paths(sys.argv[1:]))
+        check_extras(sys.argv[1:])
+        if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+            print_help()
+            return
         with hydra_files_kept_on_failure(sys.argv[1:]):
             main()
     except USER_ERRORS as e:

@@ -42,7 +42,8 @@ def load_splits(cfg: Any, device: torch.device) -> Splits:
 def check_episode_shapes(cfg: Any, splits: Splits) -> None:
     """Fail before training if any split cannot fill its episodes."""
     t, e = train_shape(cfg), cfg.episode
-    check_shape(splits.train, "train", t.n_way, t.k_shot, t.n_query)
+    own = cfg.train.episode.k_shot is not None or cfg.train.episode.n_query is not None
+    check_shape(splits.train, "train", t.n_way, t.k_shot, t.n_query, "train.episode" if own else "episode")
     check_shape(splits.val, "validation", e.n_way, e.k_shot, e.n_query)
     check_shape(splits.test, "test", e.n_way, e.k_shot, e.n_query)
 

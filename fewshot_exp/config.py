@@ -77,7 +77,7 @@ class AlphabetDatasetConfig(DatasetConfig):
 @dataclass
 class GlyphsConfig(AlphabetDatasetConfig):
     name: str = "glyphs"
-    renderings: int = 20  # images per character
+    renderings: int = 50  # images per character: k_shot + n_query up to 50 (32 shots with 15 queries)
     generator_seed: int = 0  # the dataset is a pure function of its settings
 
 
@@ -393,7 +393,7 @@ class TrainConfig:
 class EvalConfig:
     episodes: int = 1000
     # images per forward pass when evaluating many episodes at once; None: 4096 on CUDA, 128 on CPU, where activations
-    # past cache (and glibc's 32 MB mmap threshold) made bigger forwards slower per image (benchmarks/run.py)
+    # past cache (and glibc's 32 MB mmap threshold) make bigger forwards slower per image (fewshot_exp/evaluate.py)
     batch_images: int | None = None
     lake_runs: str | None = None  # dir of Omniglot one-shot runs (run01..run20) to report test/lake_error
     dataset: str | None = None  # a cross-domain test set (conf/dataset/<name>.yaml), all its classes; None = dataset's
@@ -410,6 +410,7 @@ class LoggerConfig:
     mode: LoggerMode = LoggerMode.auto
     group: str | None = None  # default: the sweep dir for multiruns, the experiment name otherwise
     tags: list[str] = field(default_factory=list)
+    init_timeout: float = 20.0  # seconds an online run may take to start before the run goes on offline
 
 
 @dataclass

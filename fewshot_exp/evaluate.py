@@ -1,8 +1,8 @@
 """The evaluation protocol: accuracy over many test episodes, mean and 95% confidence interval.
 
 Episodes are evaluated many at a time (as many tasks per forward pass as `batch_images` allows; by default
-4096 images on CUDA, 128 on CPU);
-with the encoder in eval mode each task's result is independent of the others in its batch.
+4096 images on CUDA, 128 on CPU); with the encoder in eval mode each task's result is independent of the others
+in its batch.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 
 from fewshot_exp.algorithms.base import FewShotAlgorithm
 from fewshot_exp.data.episodes import Episode, EpisodeSampler, to_float
+from fewshot_exp.progress import progress
 
 
 @dataclass
@@ -34,11 +35,10 @@ def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
     return mean, 1.96 * float(values.std(unbiased=True)) / math.sqrt(n)
 
 
-#: Images per forward when `batch_images` is None: on CPU, activations past the cache (and past glibc's 32 MB mmap
-#: threshold, which maps and faults in fresh pages on every forward) made bigger forwards slower per image:
-#: Conv-4 at 28 px on one thread of a 2-core EPYC, 95 ms per 5-way 5-shot 15-query episode with 4096 images per forward,
-#: 65 ms with 100 (`python -m benchmarks.run --rows protonet-eval` compares with the peer). With huge pages
-#: (fewshot_exp/allocator.py) 128 stayed the fastest: 12.4 ms per episode against 12.8 at 1024 and 30.1 at 8000.
+#: Images per forward when `batch_images` is None. On CPU, activations that outgrow the cache (and glibc's 32 MB mmap
+#: threshold, past which every forward maps and faults in fresh pages; fewshot_exp/allocator.py's huge pages soften
+#: that) make bigger forwards slower per image, so a small batch is the fastest default there.
+#: `python -m benchmarks.run --rows protonet-eval` times the evaluation at this default.
 DEFAULT_BATCH_IMAGES = {"cuda": 4096, "cpu": 128}
 
 
@@ -50,16 +50,22 @@ def tasks_per_forward(sampler: EpisodeSampler, batch_images: int | None) -> int:
 
 
 def evaluate(
-    algorithm: FewShotAlgorithm, sampler: EpisodeSampler, episodes: int, batch_images: int | None = None
+    algorithm: FewShotAlgorithm,
+    sampler: EpisodeSampler,
+    episodes: int,
+    batch_images: int | None = None,
+    desc: str | None = None,
 ) -> Accuracy:
-    """Accuracy per episode over `episodes` episodes from `sampler`."""
+    """Accuracy per episode over `episodes` episodes from `sampler`; with `desc`, a progress bar of that name."""
     was_training = algorithm.training
     algorithm.eval()
     accs, losses = [], []
     per_batch = tasks_per_forward(sampler, batch_images)
-    with torch.no_grad():
+    bar = progress(total=episodes, unit="ep", desc=desc, show=desc is not None, leave=False)
+    with torch.no_grad(), bar:
         for start in range(0, episodes, per_batch):
             episode = sampler.sample(min(per_batch, episodes - start))
+            bar.update(episode.tasks)
             logits = algorithm(episode)  # [T, N*Q, N]
             accs.append((logits.argmax(-1) == episode.query_y).float().mean(1))
             losses.append(
@@ -89,7 +95,7 @@ def lake_runs_error(
     algorithm.eval()
     errors = {}
     with torch.no_grad():
-        for run in runs:
+        for run in progress(runs, unit="run", desc="Omniglot one-shot runs", leave=False):
             n = run.support.shape[0]
             episode = Episode(
                 support_x=prepare(run.support)[None],

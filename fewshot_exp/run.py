@@ -19,6 +19,7 @@ from fewshot_exp.config import train_shape, validate
 from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import evaluate, lake_runs_error
 from fewshot_exp.pretrained import init_encoder
+from fewshot_exp.provenance import provenance
 from fewshot_exp.scheduler import is_requeue, job_id
 from fewshot_exp.tracking import Tracker
 from fewshot_exp.train import check_resume_device, train
@@ -45,10 +46,13 @@ def load_lake_runs_for(cfg: Any) -> list | None:
     return load_lake_runs(cfg.eval.lake_runs, cfg.dataset.image_size)
 
 
-def wandb_config(cfg: Any, choices: dict[str, str]) -> dict:
-    """The resolved config plus the chosen option of each config group (`choices.algorithm=protonet`, ...)."""
+def wandb_config(cfg: Any, choices: dict[str, str], origin: dict[str, Any] | None = None) -> dict:
+    """The resolved config plus the chosen option of each config group (`choices.algorithm=protonet`, ...) and the
+    run's provenance (fewshot_exp/provenance.py)."""
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     config["choices"] = dict(choices)
+    if origin is not None:
+        config["provenance"] = origin
     return config
 
 
@@ -70,7 +74,9 @@ def config_differences(cfg: Any, saved_yaml: str) -> list[str]:
         for k in now.keys() | then.keys()
         if k not in ("resume", "viz", "viz_projection")
         and str(now.get(k)) != str(then.get(k))
-        and not (k not in then and now.get(k) == schema_default(cfg, k))  # a key added since, at its default
+        # a key the saved config lacks (a schema key newer than the checkpoint) is no difference at its default,
+        # so a checkpoint resumes under a version that adds config keys
+        and not (k not in then and now.get(k) == schema_default(cfg, k))
     )
 
 
@@ -141,6 +147,7 @@ def run_experiment(
     seed_everything(cfg.seed, cfg.deterministic)
     lake_runs = load_lake_runs_for(cfg)
     splits = load_splits(cfg, device)
+    origin = provenance(splits, device)
     check_batch_memory(cfg, splits)  # training only: an eval_only run samples no training batch
     episode_samplers = samplers(cfg, splits, cfg.seed)
     algorithm = build_algorithm(cfg, splits.train.images.shape[1], device)
@@ -156,15 +163,16 @@ def run_experiment(
         cfg.logger,
         name=name,
         group=group,
-        config=wandb_config(cfg, choices),
+        config=wandb_config(cfg, choices, origin),
         tags=tags,
         resume=None if resume_from is None else (resume_from["wandb_run_id"], resume_from["progress"]["episode"]),
+        job_type="train",
     )
     exit_code = 1
     try:
         best_val = train(algorithm, episode_samplers, cfg, tracker, run_dir, device, resume_from)
         algorithm.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["algorithm"])
-        test = evaluate(algorithm, episode_samplers["test"], cfg.eval.episodes, cfg.eval.batch_images)
+        test = evaluate(algorithm, episode_samplers["test"], cfg.eval.episodes, cfg.eval.batch_images, desc="test")
         t = train_shape(cfg)
         results = {
             "test/acc": test.mean,
@@ -177,13 +185,14 @@ def run_experiment(
             "train/episodes": cfg.train.episodes,
             "train/n_way": t.n_way,
             "train/k_shot": t.k_shot,
+            "provenance": origin,
         }
         if lake_runs is not None:
             sampler = episode_samplers["test"]
             channels = sampler.split.images.shape[1]  # the runs are grey
             results.update(lake_runs_error(algorithm, lake_runs, device, sampler.normalize, channels))
         tracker.log({k: v for k, v in results.items() if k.startswith("test/")}, cfg.train.episodes)
-        tracker.summary(results)
+        tracker.summary({k: v for k, v in results.items() if k != "provenance"})
         write_atomically(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
         from fewshot_exp.viz import end_of_run  # matplotlib, only now
 

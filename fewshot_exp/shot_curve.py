@@ -31,6 +31,7 @@ from fewshot_exp.data.episodes import EpisodeSampler, check_shape
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import evaluate
+from fewshot_exp.provenance import provenance
 from fewshot_exp.run import held_run_files, wandb_config, write_atomically
 from fewshot_exp.tracking import Tracker
 
@@ -105,8 +106,8 @@ def load_weights(algorithm: torch.nn.Module, state: dict[str, Any], path: Path) 
         ) from None
 
 
-def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]]]:
-    """(the checkpoint file, the config the model was rebuilt with, one result per evaluated shape)."""
+def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]], dict[str, Any]]:
+    """(the checkpoint file, the config the model was rebuilt with, one result per evaluated shape, provenance)."""
     path = checkpoint_file(cfg.checkpoint)
     state = load_checkpoint(path, needs=("algorithm", "config"))
     model_cfg = training_config(path, cfg)
@@ -119,7 +120,8 @@ def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]]]:
     load_weights(algorithm, state, path)
     curve = []
     for (n_way, k_shot), sampler in zip(points, episode_samplers):
-        acc = evaluate(algorithm, sampler, model_cfg.eval.episodes, model_cfg.eval.batch_images)
+        desc = f"test {n_way}-way {k_shot}-shot"
+        acc = evaluate(algorithm, sampler, model_cfg.eval.episodes, model_cfg.eval.batch_images, desc=desc)
         log.info("%d-way %d-shot: %.2f%% ± %.2f%%", n_way, k_shot, 100 * acc.mean, 100 * acc.ci95)
         curve.append(
             {
@@ -131,7 +133,7 @@ def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]]]:
                 "episodes": acc.episodes,
             }
         )
-    return path, model_cfg, curve
+    return path, model_cfg, curve, provenance(splits, device)
 
 
 def training_choices(checkpoint: Path, choices: dict[str, str]) -> dict[str, str]:
@@ -167,10 +169,10 @@ def run_shot_curve(cfg: Any, run_dir: Path, name: str, group: str, choices: dict
     held = held_run_files(run_dir)
     if held:  # e.g. hydra.run.dir=<the run being evaluated>
         raise UserError(f"{run_dir} already holds a run ({', '.join(held)}): evaluate into another hydra.run.dir")
-    path, model_cfg, curve = shot_curve(cfg)
+    path, model_cfg, curve, origin = shot_curve(cfg)
     choices = training_choices(path, choices)  # the model's, as the training run's W&B config and tags have them
     model = model_identity(path, model_cfg, choices)
-    results = {"eval_only": True, "model": model, "curve": curve}
+    results = {"eval_only": True, "model": model, "curve": curve, "provenance": origin}
     tags = [
         *cfg.logger.tags,
         "eval_only",
@@ -178,7 +180,7 @@ def run_shot_curve(cfg: Any, run_dir: Path, name: str, group: str, choices: dict
     ]
     tracker = Tracker(
         run_dir, cfg.logger, name=f"eval_only:{name}", group=group,
-        config=wandb_config(model_cfg, choices), tags=tags, resume=None,
+        config=wandb_config(model_cfg, choices, origin), tags=tags, resume=None, job_type="eval",
     )  # fmt: skip
     exit_code = 1
     try:

@@ -8,7 +8,6 @@ the local `metrics.jsonl` and `results.json` are always written.
 from __future__ import annotations
 
 import json
-import netrc
 import os
 import warnings
 from pathlib import Path
@@ -16,12 +15,11 @@ from typing import Any
 
 
 def logged_in_to_wandb() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
+    """W&B's own credential lookup (WANDB_API_KEY, the netrc entry of WANDB_BASE_URL's host, identity tokens),
+    without prompting and without asking the server."""
+    import wandb
+
+    return bool(wandb.login(prompt=False, verify=False))
 
 
 def wandb_mode(mode: str) -> str:
@@ -97,20 +95,31 @@ class Tracker:
         same_run = previous_id is not None and mode == "online"
         if previous_id is not None and not same_run:
             config = {**(config or {}), "resumed_from": previous_id, "resumed_at_episode": resume[1]}
-        self.wandb_run = wandb.init(
+        settings = dict(
             project=logger_cfg.project,
             entity=logger_cfg.entity,
-            mode=mode,
             dir=str(self.run_dir),
             name=name,
             group=group,
             tags=tags,
             config=config,
             job_type=job_type,
-            id=previous_id if same_run else None,
-            resume="allow" if same_run else None,
             reinit="finish_previous",
+            settings=wandb.Settings(init_timeout=logger_cfg.init_timeout),
         )
+        try:
+            self.wandb_run = wandb.init(
+                mode=mode, id=previous_id if same_run else None, resume="allow" if same_run else None, **settings
+            )
+        except Exception as e:
+            if mode != "online":
+                raise
+            warnings.warn(  # an unreachable server (or refused credentials) costs at most init_timeout
+                f"W&B could not start an online run within logger.init_timeout={logger_cfg.init_timeout:g} s "
+                f"({type(e).__name__}); continuing offline: `wandb sync {self.run_dir / 'wandb'}` uploads it later",
+                stacklevel=2,
+            )
+            self.wandb_run = wandb.init(mode="offline", **settings)
 
     def _guard(self, what: str, fn: Any, *args: Any) -> None:
         try:

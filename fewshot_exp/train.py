@@ -23,13 +23,13 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from fewshot_exp.algorithms.base import FewShotAlgorithm
 from fewshot_exp.checkpoint import save_checkpoint
 from fewshot_exp.data.episodes import Episode, EpisodeSampler
 from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import evaluate
+from fewshot_exp.progress import progress as progress_bar
 from fewshot_exp.scheduler import REQUEUE_SIGNAL, hand_over, job_id
 from fewshot_exp.tracking import Tracker
 
@@ -125,18 +125,15 @@ def set_rng_state(state: dict[str, Any], sampler: EpisodeSampler) -> None:
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"].cpu())
     sampler.generator.set_state(state["sampler"].cpu())
-    cuda = state.get("cuda")
-    if isinstance(cuda, (list, tuple)):  # torch.cuda.get_rng_state_all() of every GPU, before 2026-12-03
-        cuda = cuda[device.index or 0] if device.type == "cuda" and (device.index or 0) < len(cuda) else None
-    if device.type == "cuda" and cuda is not None:
-        torch.cuda.set_rng_state(cuda.cpu(), device)
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def check_resume_device(state: dict[str, Any], device: torch.device, last: Path) -> None:
     """Fail before training if `last` was written on another kind of device: its sampler state cannot continue
     on this one (a CUDA generator's state is 16 bytes, a CPU one's 5056)."""
     now = device.type
-    then = state["rng"].get("device") or ("cpu" if state["rng"]["sampler"].numel() == 5056 else "cuda")
+    then = state["rng"]["device"]
     if then != now:
         raise UserError(
             f"cannot resume {last}: it was written by a run on {then} and this one is on {now}; its random "
@@ -202,13 +199,12 @@ def train(
         )
 
     algorithm.train()
-    bar = tqdm(
+    bar = progress_bar(
         range(progress.episode + 1, tc.episodes + 1),
         initial=progress.episode,
         total=tc.episodes,
         unit="ep",
         desc="train",
-        dynamic_ncols=True,
     )
     with stop_requests() as (stop, replaced):
         for step in bar:

@@ -11,8 +11,8 @@ import torch
 
 from fewshot_exp.data.imageset import ImageSet
 
-# The in-process tests use tiny tensors, for which one thread is fastest (and two processes each spinning
-# two OpenMP threads on a 2-core machine slow each other down many times over); CLI subprocesses keep the default.
+# The in-process tests use tiny tensors, for which one thread is fastest (and test processes that each spin a
+# full OpenMP thread pool oversubscribe the cores and slow each other down); CLI subprocesses keep the default.
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,15 +40,22 @@ def cli_env() -> dict[str, str]:
 
 
 def run_cli(
-    *overrides: str, cwd: Path | None = None, timeout: int = 300, fresh: bool = False, code: str | None = None
+    *overrides: str,
+    cwd: Path | None = None,
+    timeout: int = 300,
+    fresh: bool = False,
+    code: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """`python -m fewshot_exp <overrides>` (or `python -c <code> <overrides>`) in its own process, W&B offline and
-    quiet: a fork of the test session's fork server (tests/forkserver.py), which has the imports done, or with
-    `fresh=True` (or FEWSHOT_TESTS_FRESH=1 in the environment, for every run) a new interpreter, as a user starts it."""
+    quiet (`env` adds to or replaces those variables): a fork of the test session's fork server
+    (tests/forkserver.py), which has the imports done, or with `fresh=True` (or FEWSHOT_TESTS_FRESH=1 in the
+    environment, for every run) a new interpreter, as a user starts it."""
+    environment = {**cli_env(), **(env or {})}
     if fresh or os.environ.get("FEWSHOT_TESTS_FRESH") == "1":
         argv = forkserver.command(list(overrides), code)
-        return subprocess.run(argv, cwd=cwd or REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
-    return fork_server().run(list(overrides), cli_env(), cwd or REPO, timeout, code)
+        return subprocess.run(argv, cwd=cwd or REPO, env=environment, capture_output=True, text=True, timeout=timeout)
+    return fork_server().run(list(overrides), environment, cwd or REPO, timeout, code)
 
 
 @functools.cache

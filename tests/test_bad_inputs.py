@@ -72,16 +72,33 @@ CATALOGUE = [
     (["device=gpu"], "Invalid value 'gpu', expected one of [auto, cpu, cuda]"),
     (["train.lr=fast"], "full_key: train.lr"),
     (["logger.mode=sometimes"], "full_key: logger.mode"),
-    (["episode.k_shots=5"], "Key 'k_shots' not in 'EpisodeShape'"),
-    (["algorithm=nosuchthing"], "Could not find 'algorithm/nosuchthing'; Available options in 'algorithm':"),
-    (["distance=manhattan"], "Could not find 'distance/manhattan'"),
-    (["experiment=nosuch"], "Could not find 'experiment/nosuch'"),
+    # typos: refused with the nearest valid names, with or without `+`
+    (["episode.k_shots=5"], "unknown key episode.k_shots; did you mean episode.k_shot?"),
+    (["episode.kshot=5"], "unknown key episode.kshot; did you mean episode.k_shot?"),
+    (["+episode.kshot=5"], "unknown key episode.kshot; did you mean episode.k_shot?"),
+    (["+train.lrr=0.1"], "unknown key train.lrr; did you mean train.lr?"),
+    (["algoritm=maml"], "unknown key algoritm; did you mean algorithm?"),
+    (
+        ["algorithm=maml", "algorithm.inner_stepz=2"],
+        "unknown key algorithm.inner_stepz; did you mean algorithm.inner_steps?",
+    ),
+    (["algorithm=protonett"], "algorithm=protonett is not an option of algorithm; did you mean protonet? (options: "),
+    (["algorithm=nosuchthing"], "algorithm=nosuchthing is not an option of algorithm (options: fomaml, hallucination"),
+    (["distance=manhattan"], "distance=manhattan is not an option of distance"),
+    (["experiment=nosuch"], "experiment=nosuch is not an option of experiment"),
     (["dataset=omniglot", "dataset.root={empty}", "dataset.background=small3"], "full_key: dataset.background"),
     # episode shapes a split cannot fill
     (["episode.n_way=500"], "n_way=500 is more than the 101 classes of the validation split"),
-    (["episode.k_shot=15"], "k_shot + n_query = 15 + 15 is more than the 20 images per class"),
+    (
+        ["episode.k_shot=40"],
+        "k_shot + n_query = 40 + 15 is more than the 50 images per class of the train split; "
+        "use episode.n_query=10 (or a k_shot of at most 35)",
+    ),
     (["train.episode.n_way=900"], "n_way=900 is more than the 844 classes of the train split"),
-    (["train.episode.k_shot=10", "train.episode.n_query=11"], "k_shot + n_query = 10 + 11 is more than the 20"),
+    (
+        ["train.episode.k_shot=30", "train.episode.n_query=21"],
+        "30 + 21 is more than the 50 images per class of the train split; use train.episode.n_query=20",
+    ),
     (["episode.tasks=10000000"], "episode.tasks=10000000 needs 2920.6 GiB for one training batch's images alone"),
     (["train.episode.tasks=10000000"], "train.episode.tasks=10000000 needs 2920.6 GiB"),
     # paths and files
@@ -124,7 +141,7 @@ CATALOGUE = [
     (["-m", "resume={run}"], "continues that run in its own dir; drop -m"),
     (["eval_only=true"], "eval_only=true needs checkpoint=<run dir or .pt file>"),
     (["eval_only=true", "checkpoint=/no/such.pt"], "checkpoint=/no/such.pt: no such file"),
-    (["eval_only=true", "checkpoint={run}", "eval.k_shots=[1,30]"], "k_shot + n_query = 30 + 15 is more than"),
+    (["eval_only=true", "checkpoint={run}", "eval.k_shots=[1,40]"], "k_shot + n_query = 40 + 15 is more than"),
     (["eval_only=true", "checkpoint={foreign}/last.pt"], "last.pt is not a fewshot-exp checkpoint"),
     (["eval_only=true", "checkpoint={run}", "eval.n_ways=[3,0]"], "eval.n_ways=[3, 0]: every value must be at least 2"),
     (["eval_only=true", "checkpoint={run}", "eval.n_ways=[1]"], "eval.n_ways=[1]: every value must be at least 2"),
@@ -242,7 +259,3 @@ def test_device_cuda_without_gpu(places, tmp_path, monkeypatch, capfd):
     )
     err = capfd.readouterr().err.strip()
     assert code == 2 and err == "error: device=cuda but no CUDA GPU is available; use device=auto or device=cpu"
-
-
-def test_catalogue_is_large_enough():
-    assert len(CATALOGUE) + 1 >= 30

@@ -51,6 +51,8 @@ def test_wandb_offline_run_has_the_metrics(default_run):
     assert run["config"]["choices"]["algorithm"] == "protonet"
     assert run["config"]["episode"]["k_shot"] == 5
     assert "algorithm=protonet" in run["tags"]
+    assert run["job_type"] == "train"
+    assert run["config"]["provenance"] == json.loads((default_run / "results.json").read_text())["provenance"]
 
 
 def test_a_forked_run_ends_where_a_new_interpreter_does(default_run, glyphs_root, tmp_path):
@@ -102,3 +104,31 @@ def test_bad_input_is_one_line_error(overrides, message, glyphs_root, tmp_path):
     assert message in lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+# The README's headline commands on the default data, with only the training budget shortened.
+@pytest.mark.parametrize(
+    "overrides",
+    [["algorithm=protomaml", "episode.k_shot=8"], ["episode.k_shot=32"]],
+    ids=["protomaml-8-shot", "32-shot"],
+)
+def test_headline_commands_run_on_the_default_data(overrides, glyphs_root, tmp_path):
+    proc = run_cli(
+        *overrides, *TINY[:4], "eval.episodes=10", f"dataset.root={glyphs_root}", f"hydra.run.dir={tmp_path}"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["test/k_shot"] == int(overrides[-1].split("=")[1]) and results["test/episodes"] == 10
+    assert set(results["provenance"]) == {"fewshot_exp", "git_commit", "torch", "device", "dataset_hash"}
+
+
+def test_a_shot_curve_up_to_32_shots_from_one_checkpoint(default_run, tmp_path):
+    proc = run_cli(
+        "eval_only=true", f"checkpoint={default_run}", "eval.k_shots=[1,2,4,8,16,32]", "eval.episodes=10",
+        f"hydra.run.dir={tmp_path}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    curve = json.loads((tmp_path / "results.json").read_text())["curve"]
+    assert [p["k_shot"] for p in curve] == [1, 2, 4, 8, 16, 32] and all(p["episodes"] == 10 for p in curve)
+    assert "5-way 32-shot:" in proc.stdout
+    assert logged_run(tmp_path)["job_type"] == "eval"

@@ -1,3 +1,4 @@
+import io
 import os
 
 import pytest
@@ -101,3 +102,29 @@ def test_cpu_memory_is_capped_by_a_cgroup_limit(tmp_path, monkeypatch):
     assert build.device_memory(torch.device("cpu")) == 2**30
     limit.write_text("max\n")  # cgroup v2 without a limit: the physical RAM
     assert build.device_memory(torch.device("cpu")) == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def test_a_shape_that_does_not_fit_names_the_values_that_would():
+    split = random_imageset(30, 20)  # Omniglot's 20 images per class
+    with pytest.raises(
+        UserError, match=r"8 \+ 15 is more than the 20 images .*; use episode.n_query=12 \(or a k_shot of at most 5\)$"
+    ):
+        check_shape(split, "train", 5, 8, 15)
+    with pytest.raises(UserError, match=r"use train.episode.n_query=1 \(or a k_shot of at most 5\)$"):
+        check_shape(split, "train", 5, 19, 15, "train.episode")
+    with pytest.raises(UserError, match=r"use a k_shot of at most 5$"):
+        check_shape(split, "test", 5, 20, 15)
+    with pytest.raises(UserError, match=r"use episode.n_query=10 with a k_shot of at most 10$"):
+        check_shape(split, "test", 5, 25, 25)
+    check_shape(split, "train", 5, 8, 12)  # the advice fits
+
+
+def test_progress_bars_refresh_rarely_in_a_log_file(monkeypatch):
+    from fewshot_exp import progress
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False)
+    assert progress.progress(range(3), file=io.StringIO()).mininterval == progress.LOG_INTERVAL_S
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: True)
+    assert progress.progress(range(3), file=io.StringIO()).mininterval < 1
+    assert progress.progress(range(3), show=False, file=io.StringIO()).disable

@@ -144,6 +144,7 @@ def test_defaults_from_dict_config(glyphs_root):
     """The defaults, as the CLI composes them, build the full cache (shared with the CLI tests)."""
     cfg = OmegaConf.structured(GlyphsConfig(root=str(glyphs_root)))
     splits = glyphs.load_glyphs(cfg)
-    assert splits.train.images.shape[1:] == (1, 28, 28) and splits.train.min_per_class == 20
-    assert bool((splits.test.counts == 20).all())
-    print(glyphs.describe(splits))
+    assert splits.train.images.shape[1:] == (1, 28, 28)
+    assert [s.n_classes for s in (splits.train, splits.val, splits.test)] == [844, 101, 500]
+    for split in (splits.train, splits.val, splits.test):  # every k_shot up to 32 with the default 15 queries
+        assert bool((split.counts == 50).all()) and split.min_per_class >= 32 + 15

@@ -35,8 +35,9 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0)
 
 
-def check_shape(split: ImageSet, split_name: str, n_way: int, k_shot: int, n_query: int) -> None:
-    """Raise a one-line UserError if the split cannot fill an N-way K-shot Q-query episode."""
+def check_shape(split: ImageSet, split_name: str, n_way: int, k_shot: int, n_query: int, keys: str = "episode") -> None:
+    """Raise a one-line UserError if the split cannot fill an N-way K-shot Q-query episode; the message names
+    settings of `keys` (`episode`, `train.episode`) that would fit."""
     if n_way > split.n_classes:
         raise UserError(
             f"n_way={n_way} is more than the {split.n_classes} classes of the {split_name} split; "
@@ -45,8 +46,18 @@ def check_shape(split: ImageSet, split_name: str, n_way: int, k_shot: int, n_que
     if k_shot + n_query > split.min_per_class:
         raise UserError(
             f"k_shot + n_query = {k_shot} + {n_query} is more than the {split.min_per_class} images per class of the "
-            f"{split_name} split; use k_shot + n_query <= {split.min_per_class}"
+            f"{split_name} split; {fitting_shape(split.min_per_class, k_shot, n_query, keys)}"
         )
+
+
+def fitting_shape(have: int, k_shot: int, n_query: int, keys: str) -> str:
+    """Advice for a class of `have` images that cannot hold k_shot + n_query: the n_query that fits, else a k_shot."""
+    if k_shot < have:
+        other = f" (or a k_shot of at most {have - n_query})" if n_query < have else ""
+        return f"use {keys}.n_query={have - k_shot}{other}"
+    if n_query < have:
+        return f"use a k_shot of at most {have - n_query}"
+    return f"use {keys}.n_query={have // 2} with a k_shot of at most {have - have // 2}"
 
 
 def batch_bytes(split: ImageSet, n_way: int, k_shot: int, n_query: int, tasks: int) -> int:

@@ -63,6 +63,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from fewshot_exp.data.alphabets import Alphabet, background_splits, to_imageset
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
+from fewshot_exp.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -242,13 +243,13 @@ def generate(settings: dict[str, int]) -> dict[str, Any]:
     seed = int.from_bytes(_digest(settings)[:8], "little")
     size, count = settings["image_size"], settings["renderings"]
     alphabets, characters, images = [], [], []
-    for alphabet, chars in inventory().items():
-        for cp, fonts in chars:
-            rng = np.random.default_rng([seed, cp])
-            order = rng.permutation(len(fonts))
-            images.append(np.stack([render(chr(cp), fonts[order[i % len(fonts)]], size, rng) for i in range(count)]))
-            alphabets.append(alphabet)
-            characters.append(f"U+{cp:04X} {unicodedata.name(chr(cp), '')}".rstrip())
+    todo = [(alphabet, cp, fonts) for alphabet, chars in inventory().items() for cp, fonts in chars]
+    for alphabet, cp, fonts in progress(todo, unit="char", desc=f"rendering glyphs ({count} per character)"):
+        rng = np.random.default_rng([seed, cp])
+        order = rng.permutation(len(fonts))
+        images.append(np.stack([render(chr(cp), fonts[order[i % len(fonts)]], size, rng) for i in range(count)]))
+        alphabets.append(alphabet)
+        characters.append(f"U+{cp:04X} {unicodedata.name(chr(cp), '')}".rstrip())
     return {
         "settings": settings,
         "alphabets": alphabets,
@@ -301,7 +302,7 @@ def load_data(cfg: Any) -> dict[str, Any]:
     data = _load_cached(path, settings)
     if data is None:
         with _atomic_writer(path) as f:  # fails before the work when the cache cannot be written
-            log.info("generating the glyphs dataset into %s (once; takes seconds)", path)
+            log.info("generating the glyphs dataset into %s (once; under a minute)", path)
             data = generate(settings)
             torch.save(data, f)
     return data
@@ -319,14 +320,3 @@ def load_glyphs(cfg: Any) -> Splits:
     train, val = background_splits(background, cfg.val_alphabets, cfg.rotation_classes)
     return Splits(train, val, to_imageset(evaluation))
 
-
-def describe(splits: Splits) -> str:
-    """One line per split: classes, images and alphabets (the part of each class name before '/')."""
-    lines = []
-    for name, s in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
-        alphabets = sorted({c.split("/")[0] for c in s.class_names})
-        lines.append(
-            f"{name}: {s.n_classes} classes, {len(s.images)} images, {len(alphabets)} alphabets: "
-            + ", ".join(alphabets)
-        )
-    return "\n".join(lines)
