@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from tabulate import tabulate
 
 from benchmarks import ours
 from benchmarks.cases import Shape
-from benchmarks.run import SMOKE, bf16_flags
+from benchmarks.provenance import bf16_flags, hardware, record
+from benchmarks.run import SMOKE
 from benchmarks.timing import format_ratio, interleaved_times, median, on_off_arguments, paired_ratio
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("error: --device cuda but no CUDA GPU is available")
     device, budget = torch.device(args.device), args.budget
     torch.backends.cudnn.benchmark = device.type == "cuda"  # as `python -m fewshot_exp` runs
-    started, load = time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
-    report = {"started": started, "load_before": load, "device": str(device), "threads": torch.get_num_threads()}
+    provenance = record("benchmarks.amp", sys.argv[1:] if argv is None else argv, hardware(args.device))
+    load = os.getloadavg()
+    report = {**provenance, "load_before": load, "device": str(device), "threads": torch.get_num_threads()}
     report |= {"cpu_bf16_flags": bf16_flags(), "rows": {}}
     table = []
     for name, factory in workloads(args):

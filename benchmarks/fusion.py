@@ -6,14 +6,14 @@
   max-pool and ReLU as one function, fewshot_exp/norm_pool.py) and off (the modules' own kernels), both channels_last.
 - Second-order MAML meta-step (1 task; 1 and 5 inner steps) with the channels_last encoder, whose TaskBatchNorm runs
   as batch norm of [N*H*W, C] rows with the short double backward of fewshot_exp/task_batch_norm.py, and with an NCHW
-  encoder and plain F.batch_norm (`TaskBatchNorm.fast = False`: what second-order MAML ran on CPU before).
+  encoder and plain F.batch_norm (`TaskBatchNorm.fast = False`, the textbook reference).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
+import sys
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from tabulate import tabulate
 
 from benchmarks import ours
 from benchmarks.cases import Shape
+from benchmarks.provenance import hardware, record
 from benchmarks.run import SMOKE
 from benchmarks.timing import format_ratio, interleaved_times, median, on_off_arguments, paired_ratio
 from fewshot_exp.algorithms.maml import MAML, TaskBatchNorm
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     args = on_off_arguments(__doc__, REPO / "benchmarks" / "fusion.json", argv)
     sizes, budget = args.sizes, args.budget
     small = SMOKE if args.smoke else {}
-    rows, started, load = [], time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
+    provenance = record("benchmarks.fusion", sys.argv[1:] if argv is None else argv, hardware("cpu"))
+    rows, load = [], os.getloadavg()
     for size, channels in sizes:
         shape = Shape(size, channels, **small)
         images, cpu = shape.images_per_task, torch.device("cpu")
@@ -65,8 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         name = f"2nd-order MAML meta-step {size} px, {inner_steps} step(s)"
         rows.append((name, interleaved_times(steps, torch.device("cpu"), budget, 3, 10)))
 
-    table, report = [], {"started": started, "load_before": load, "threads": torch.get_num_threads(), "rows": {}}
-    for name, times in rows:  # each: the default, then what ran before
+    table, report = [], {**provenance, "load_before": load, "threads": torch.get_num_threads(), "rows": {}}
+    for name, times in rows:  # each: the default, then the reference it is timed against
         (new, new_t), (old, old_t) = times.items()
         table.append([name, f"{new}: {1000 * median(new_t):.1f}", f"{old}: {1000 * median(old_t):.1f}",
                       format_ratio(paired_ratio(old_t, new_t), 2, "x")])  # fmt: skip

@@ -12,13 +12,11 @@ fresh subprocess of its own. `--quick` runs every row at 28 px with short budget
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
-import platform
-import re
 import subprocess
 import sys
-import time
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -29,6 +27,7 @@ from tabulate import tabulate
 
 from benchmarks import ours, peers
 from benchmarks.cases import Contender, Row, Shape
+from benchmarks.provenance import hardware, record
 from benchmarks.timing import MEMORY_ENV, format_ratio, interleaved_times, median, paired_ratio, peak_memory_mib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,12 +121,12 @@ def row_budget(row: Row, mode: str) -> tuple[float, int, int]:
     scale = MODES[mode]["budget"]
     if mode == "smoke":
         return 0.0, 1, 1
-    if row.name.startswith("maml"):  # rounds of 10-60 s on CPU (4 tasks at 84 px or 32 at 28 px, 4 contenders)
+    if row.name.startswith("maml"):  # the costliest rounds on CPU (4 contenders of a whole meta-batch each)
         return 30.0 * scale, 2 if row.name.startswith("maml-5") and mode == "full" else 3, 25
-    if row.shape.size >= 84:  # rounds of 2.5 s (training) and 7 s (evaluation)
+    if row.shape.size >= 84:  # rounds of seconds
         return 40.0 * scale, 5, 25
-    # 28 px rows: a 28 px step's overhead over the limit (a few %) is the size of the machine's noise, so these
-    # cheap rows get more rounds (training: ~0.3 s a round; evaluation: ~9 s, hence at least 5)
+    # 28 px rows: a 28 px step's overhead over the limit (a few %) is as small as timing noise, so these cheap
+    # rows get more rounds (a training round is a fraction of a second; an evaluation round takes seconds: at least 5)
     return 20.0 * scale, 5 if mode == "full" else 3, 100
 
 
@@ -145,8 +144,8 @@ def memory_pass(row_name: str, label: str, mode: str, device: torch.device) -> f
 
 def memory_of_row(row: Row, args: argparse.Namespace) -> dict[str, float | None]:
     """Run memory_pass for each contender of `row` in a fresh subprocess of its own (see benchmarks/timing.py
-    for why): the first call of a process also sets up process-wide state (thread pools, library caches,
-    about 10 MiB here), which a contender measured after another would not pay."""
+    for why): the first call of a process also sets up process-wide state (thread pools, library caches),
+    which a contender measured after another would not pay."""
     memory = {}
     for c in row.contenders:
         if c.factory is None:
@@ -242,35 +241,21 @@ def table(results: list[dict[str, Any]]) -> str:
     )
 
 
-def cpuinfo() -> str:
-    """The text of /proc/cpuinfo ("" where there is no such file)."""
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
-def cpu_name() -> str:
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo().splitlines() if line.startswith("model name")]
-    return names[0] if names else platform.processor()
-
-
-def bf16_flags() -> list[str]:
-    """The CPU's bf16-related flags (empty where there is none, or no /proc/cpuinfo)."""
-    return sorted(set(re.findall(r"\b(avx512_bf16|amx_bf16|amx_tile)\b", cpuinfo())))
-
-
-def machine(threads: int) -> dict[str, Any]:
-    cpu = cpu_name()
+def machine(device: torch.device) -> dict[str, Any]:
+    """The hardware (benchmarks/provenance.py), the huge-pages setting every contender ran with, and the peers."""
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": threads,
+        **hardware(str(device)),
         "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),  # every contender's, ours and the peers'
-        "torch": torch.__version__,
-        "python": platform.python_version(),
         "peers": {name: peers.missing(name) or "installed" for name in ("easyfsl", "higher")},
+        "peer_versions": {name: package_version(name) for name in ("easyfsl", "higher")},
     }
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -306,9 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "mode": args.mode,
         "device": str(device),
-        "machine": machine(torch.get_num_threads()),
+        **record("benchmarks.run", sys.argv[1:] if argv is None else argv, machine(device)),
         "load_average_before": os.getloadavg(),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "rows": [],
     }
     print(

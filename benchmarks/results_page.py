@@ -1,0 +1,321 @@
+"""Train and test the headline experiments and write docs/results.md from their run dirs.
+
+    python -m benchmarks.results_page --run OUT_DIR [--only NAME[,NAME]] [--omniglot DIR]   # run, then write
+    python -m benchmarks.results_page [--dir OUT_DIR]                                       # write only
+
+`--run` runs each experiment of `EXPERIMENTS` as `python -m fewshot_exp <overrides> logger=none
+hydra.run.dir=OUT_DIR/<name>`, one after another, and records its wall time, commit, date and hardware in
+OUT_DIR/<name>/results_page.json. An experiment whose run dir holds results.json is skipped, and one whose run
+stopped part-way (last.pt, no results.json) is resumed, so an interrupted `--run` continues where it stopped.
+Experiments that need the real Omniglot files run only with `--omniglot DIR`. The page is then written from
+every run dir with results.json: its results.json, .hydra/overrides.yaml and results_page.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tabulate import tabulate
+
+from benchmarks.provenance import NOT_RECORDED, commit_text, hardware, hardware_text, now, record
+
+REPO = Path(__file__).resolve().parents[1]
+OMNIGLOT = "{omniglot}"  # in an override: the --omniglot DIR
+
+#: name -> (what it is, its overrides of `python -m fewshot_exp`); an override holding {omniglot} needs --omniglot
+EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
+    "default": ("ProtoNet, Conv-4, glyphs (the defaults)", []),
+    "protomaml_8shot": ("ProtoMAML, Conv-4, glyphs", ["algorithm=protomaml", "episode.k_shot=8"]),
+    "maml_5shot": ("MAML (second order), Conv-4, glyphs", ["algorithm=maml"]),
+    "omniglot_minimal": (
+        'Omniglot "minimal": ProtoNet trained on `images_background_small1` only',
+        ["experiment=omniglot_minimal", f"dataset.root={OMNIGLOT}"],
+    ),
+}
+#: what --run adds to every experiment; left out of the page's commands (no number depends on them)
+RUNNER_OVERRIDES = ["logger=none"]
+RESUME = "resume=true"
+INFO = "results_page.json"
+DEFAULT_DIR = REPO / "outputs" / "results_page"
+
+
+@dataclass
+class Run:
+    """One experiment of the page: the list's entry and, once run, what its run dir holds."""
+
+    name: str
+    what: str
+    overrides: list[str]  # the list's, with {omniglot} as typed there or the run's
+    results: dict[str, Any] | None = None
+    ran_overrides: list[str] | None = None  # .hydra/overrides.yaml, less RUNNER_OVERRIDES and resume
+    info: dict[str, Any] = field(default_factory=dict)  # results_page.json
+
+    @property
+    def needs_omniglot(self) -> bool:
+        return needs_omniglot(self.overrides)
+
+
+def needs_omniglot(overrides: list[str]) -> bool:
+    return any(OMNIGLOT in o for o in overrides)
+
+
+# ---- running
+
+
+def resolved(overrides: list[str], omniglot: Path | None) -> list[str]:
+    """`overrides` with {omniglot} replaced by the absolute path of `omniglot` (the runs start in the repository)."""
+    return [o.replace(OMNIGLOT, str(omniglot.resolve())) for o in overrides] if omniglot else list(overrides)
+
+
+def selected(only: list[str] | None, omniglot: Path | None) -> dict[str, list[str]]:
+    """name -> overrides of the experiments to run: those of `only` (default all), those needing Omniglot only
+    with `omniglot`."""
+    names = only or list(EXPERIMENTS)
+    overrides = {name: EXPERIMENTS[name][1] for name in names}
+    return {name: resolved(o, omniglot) for name, o in overrides.items() if omniglot or not needs_omniglot(o)}
+
+
+def device_of(overrides: list[str]) -> str:
+    """The device a run of `overrides` uses: its device= override, else what device=auto picks."""
+    import torch
+
+    chosen = next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("device=")), "auto")
+    return ("cuda" if torch.cuda.is_available() else "cpu") if chosen == "auto" else chosen
+
+
+def launch(argv: list[str]) -> int:
+    """`python <argv>` in the repository, its output to ours; its exit status."""
+    return subprocess.run([sys.executable, *argv], cwd=REPO, check=False).returncode
+
+
+def run_experiment(name: str, overrides: list[str], out_dir: Path, page_argv: list[str]) -> int:
+    """Run one experiment into out_dir/name (skipped if it has results.json, resumed if it stopped part-way), timing
+    its wall clock; returns its exit status."""
+    run_dir = (out_dir / name).resolve()
+    if (run_dir / "results.json").is_file():
+        print(f"{name}: {run_dir} has results.json, skipped", flush=True)
+        return 0
+    resume = [RESUME] if (run_dir / "last.pt").is_file() else []
+    argv = ["-m", "fewshot_exp", *overrides, *RUNNER_OVERRIDES, *resume, f"hydra.run.dir={run_dir}"]
+    info = record("benchmarks.results_page", page_argv, hardware(device_of(overrides)))
+    info["run_command"] = shlex.join(["python", *argv])
+    print(f"{name}: {info['run_command']}", flush=True)
+    began = time.perf_counter()
+    status = launch(argv)
+    info |= {"finished": now(), "wall_s": time.perf_counter() - began, "resumed": bool(resume), "returncode": status}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / INFO).write_text(json.dumps(info, indent=2) + "\n")
+    return status
+
+
+# ---- reading
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_run(name: str, out_dir: Path) -> Run:
+    """The list's entry `name` with what out_dir/name holds (nothing where it has no results.json)."""
+    what, overrides = EXPERIMENTS[name]
+    run_dir = out_dir / name
+    run = Run(name, what, overrides, info=read_json(run_dir / INFO) or {})
+    run.results = read_json(run_dir / "results.json")
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if run.results is not None and saved.is_file():
+        added = {*RUNNER_OVERRIDES, RESUME}
+        run.ran_overrides = [o for o in yaml.safe_load(saved.read_text()) or [] if o not in added]
+    return run
+
+
+# ---- the page
+
+
+def percent(fraction: float) -> str:
+    return f"{100 * fraction:.2f}%"
+
+
+def accuracy(results: dict[str, Any]) -> str:
+    """ "97.21% ± 0.34% (1000 episodes)": test accuracy and its 95% CI over the test episodes."""
+    acc, ci, episodes = results["test/acc"], results["test/acc_ci95"], results["test/episodes"]
+    return f"{percent(acc)} ± {percent(ci)} ({episodes} episodes)"
+
+
+def duration(seconds: float | None) -> str:
+    """ "45 s", "3 min 37 s", "1 h 02 min"."""
+    if seconds is None:
+        return NOT_RECORDED
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def command(overrides: list[str]) -> str:
+    return "`" + shlex.join(["python", "-m", "fewshot_exp", *overrides]) + "`"
+
+
+def setting(results: dict[str, Any]) -> str:
+    """ "2000 training episodes of 5-way 5-shot, tested 5-way 5-shot", from results.json."""
+    trained = f"{results['train/episodes']} training episodes of {results['train/n_way']}-way {results['train/k_shot']}"
+    return f"{trained}-shot, tested {results['test/n_way']}-way {results['test/k_shot']}-shot"
+
+
+def wall_time(run: Run) -> str:
+    if run.info.get("resumed"):
+        return "not recorded (resumed run)"
+    return duration(run.info.get("wall_s"))
+
+
+def table_line(run: Run) -> list[str]:
+    """what, command, test accuracy, best validation accuracy, Omniglot runs error, wall time."""
+    if run.results is None:
+        overrides = [o.replace(OMNIGLOT, "DIR") for o in run.overrides]
+        status = run.info.get("returncode")
+        return [run.what, command(overrides), f"failed (exit status {status})" if status else "not run", "", "", ""]
+    results = run.results
+    lake = results.get("test/lake_error")
+    return [
+        f"{run.what}: {setting(results)}",
+        command(run.ran_overrides if run.ran_overrides is not None else run.overrides),
+        accuracy(results),
+        percent(results["val/best_acc"]) if results.get("val/best_acc") is not None else "",
+        "–" if lake is None else f"{lake:.2f}%",
+        wall_time(run),
+    ]
+
+
+def table(runs: list[Run]) -> str:
+    headers = ["what", "command", "test accuracy (95% CI)", "best validation accuracy", "Omniglot one-shot runs error",
+               "wall time"]  # fmt: skip
+    lines = [[cell.replace("|", "\\|") for cell in table_line(run)] for run in runs]
+    colalign = ["left", "left", "right", "right", "right", "right"]
+    return tabulate(lines, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=colalign)
+
+
+def distinct(values: dict[str, str]) -> str:
+    """One value where every run has the same, else each value with the runs that have it."""
+    by_value: dict[str, list[str]] = {}
+    for name, value in values.items():
+        by_value.setdefault(value, []).append(name)
+    if len(by_value) == 1:
+        return next(iter(by_value))
+    return "; ".join(f"{value} ({', '.join(names)})" for value, names in by_value.items())
+
+
+def header(runs: list[Run]) -> str:
+    """Commit, dates, hardware and command of the runs with results: one value each where they share it."""
+    done = {run.name: run.info for run in runs if run.results is not None}
+    starts = sorted(i["started"] for i in done.values() if i.get("started"))
+    ends = sorted(i["finished"] for i in done.values() if i.get("finished"))
+    dates = f"{starts[0]} to {ends[-1]}" if starts and ends else NOT_RECORDED
+    fields = [
+        ("commit", distinct({n: commit_text(i) for n, i in done.items()})),
+        ("date", dates),
+        ("hardware", distinct({n: hardware_text(i.get("machine") or {}) for n, i in done.items()})),
+        ("command", distinct({n: f"`{i['command']}`" if i.get("command") else NOT_RECORDED for n, i in done.items()})),
+    ]
+    return " · ".join(f"**{name}** {value}" for name, value in fields)
+
+
+def notes(runs: list[Run]) -> list[str]:
+    """The table's notes: what the columns are, and each experiment that has no results, with why."""
+    out = [
+        f"Each experiment runs as `python -m fewshot_exp <overrides> {' '.join(RUNNER_OVERRIDES)} "
+        "hydra.run.dir=<dir>/<name>`; the command column leaves out the logger and the run dir, which change no "
+        "number.",
+        "Test accuracy: the mean over test episodes (classes never trained on) with its 95% confidence interval; "
+        "best validation accuracy: that of the checkpoint tested, chosen on validation classes. Omniglot one-shot "
+        "runs error: the mean percent error over the official 20-way one-shot runs. Wall time: the whole command.",
+    ]
+    for run in runs:
+        if run.results is not None:
+            if run.ran_overrides is not None and not run.needs_omniglot and run.ran_overrides != run.overrides:
+                out.append(f"`{run.name}` ran with other overrides than the list now holds.")
+        elif run.info.get("returncode"):
+            out.append(f"`{run.name}` failed (exit status {run.info['returncode']}).")
+        elif run.needs_omniglot:
+            out.append(f"`{run.name}` was not run: it needs the Omniglot files (`--omniglot DIR`).")
+    return out
+
+
+def page(runs: list[Run], page_command: str) -> str:
+    """docs/results.md: the provenance header, the table and its notes; with no results yet, the command to run."""
+    lines = [
+        "# Results",
+        "",
+        '!!! note "Generated page"',
+        "    `python -m benchmarks.results_page --run <dir>` trains and tests each experiment below and writes this",
+        "    page from their run dirs. Edit the list of experiments in `benchmarks/results_page.py`, not this page.",
+        "",
+    ]
+    if any(run.results is not None for run in runs):
+        lines += [header(runs), ""]
+        commands = {run.info.get("command") for run in runs if run.results is not None}
+        if page_command not in commands:
+            lines += [f"Page written by `{page_command}`.", ""]
+    else:
+        lines += [
+            "No results have been generated yet. To train and test every experiment below and write this page:",
+            "",
+            "```bash",
+            f"python -m benchmarks.results_page --run {DEFAULT_DIR.relative_to(REPO)}",
+            f"python -m benchmarks.results_page --run {DEFAULT_DIR.relative_to(REPO)} --omniglot DIR"
+            "   # with the experiments that need the Omniglot files",
+            "```",
+            "",
+        ]
+    lines += [table(runs), "", *(f"- {note}" for note in notes(runs)), ""]
+    return "\n".join(lines)
+
+
+# ---- command line
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--run", type=Path, metavar="OUT_DIR", help="run the experiments into OUT_DIR, then write")
+    where.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="write the page from the run dirs in DIR")
+    parser.add_argument("--only", type=lambda s: s.split(","), help="NAME[,NAME]: run only these experiments")
+    parser.add_argument("--omniglot", type=Path, metavar="DIR", help="the Omniglot files: also run what needs them")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.only or [] if n not in EXPERIMENTS]
+    if unknown:
+        parser.error(f"--only: no experiment {', '.join(unknown)} (experiments: {', '.join(EXPERIMENTS)})")
+    lacking = [n for n in args.only or [] if not args.omniglot and needs_omniglot(EXPERIMENTS[n][1])]
+    if lacking:
+        parser.error(f"--only {', '.join(lacking)}: needs the Omniglot files (--omniglot DIR)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    page_argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    out_dir, failed = args.run or args.dir, []
+    if args.run:
+        for name, overrides in selected(args.only, args.omniglot).items():
+            if run_experiment(name, overrides, out_dir, page_argv) != 0:
+                failed.append(name)
+    runs = [read_run(name, out_dir) for name in EXPERIMENTS]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(page(runs, shlex.join(["python", "-m", "benchmarks.results_page", *page_argv])))
+    print(f"wrote {args.out}")
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

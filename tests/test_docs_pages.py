@@ -1,0 +1,115 @@
+"""The generated docs pages: docs/results.md from run dirs, docs/performance.md from the benchmarks' JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import docs_page, results_page
+
+MACHINE = {"cpu": "Test CPU 9000", "cores": 2, "threads": 2, "torch": "2.14.1", "python": "3.11.7", "device": "cpu"}
+PROVENANCE = {"commit": "abc1234", "uncommitted_changes": True, "started": "2030-01-01 10:00:00 +0000"}
+
+
+def fake_run(out_dir: Path, name: str, overrides: list[str], **results: float) -> None:
+    """A run dir as `python -m fewshot_exp` and `results_page --run` leave it."""
+    run_dir = out_dir / name
+    (run_dir / ".hydra").mkdir(parents=True)
+    shape = {"test/n_way": 5, "test/k_shot": 5, "train/episodes": 2000, "train/n_way": 5, "train/k_shot": 5}
+    (run_dir / "results.json").write_text(json.dumps({"test/episodes": 1000, **shape, **results}))
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in [*overrides, "logger=none"]))
+    info = {**PROVENANCE, "command": "python -m benchmarks.results_page --run out", "machine": MACHINE}
+    info |= {"finished": "2030-01-01 10:03:37 +0000", "wall_s": 217.2, "resumed": False, "returncode": 0}
+    (run_dir / results_page.INFO).write_text(json.dumps(info))
+
+
+def test_results_page_has_the_provenance_header_and_each_runs_numbers(tmp_path):
+    fake_run(tmp_path, "default", [], **{"test/acc": 0.9721, "test/acc_ci95": 0.0034, "val/best_acc": 0.975})
+    omniglot = ["experiment=omniglot_minimal", "dataset.root=/data/omniglot"]
+    fake_run(tmp_path, "omniglot_minimal", omniglot, **{"test/acc": 0.7954, "test/acc_ci95": 0.0036,
+             "val/best_acc": 0.823, "test/lake_error": 15.0})  # fmt: skip
+    runs = [results_page.read_run(name, tmp_path) for name in results_page.EXPERIMENTS]
+    text = results_page.page(runs, "python -m benchmarks.results_page --run out")
+    header = next(line for line in text.splitlines() if line.startswith("**commit**"))
+    assert "`abc1234` + uncommitted changes" in header
+    assert "2030-01-01 10:00:00 +0000 to 2030-01-01 10:03:37 +0000" in header
+    assert "Test CPU 9000, 2 cores, 2 threads, torch 2.14.1, device cpu" in header
+    assert "`python -m benchmarks.results_page --run out`" in header
+    lines = [line for line in text.splitlines() if line.startswith("| ") and "fewshot_exp" in line]  # the table's
+    rows = {line.split("|")[2].strip(): line for line in lines}  # by command
+    default = rows["`python -m fewshot_exp`"]
+    assert "97.21% ± 0.34% (1000 episodes)" in default and "97.50%" in default and "3 min 37 s" in default
+    omniglot_row = rows["`python -m fewshot_exp experiment=omniglot_minimal dataset.root=/data/omniglot`"]
+    assert "79.54% ± 0.36%" in omniglot_row and "15.00%" in omniglot_row
+    assert "not run" in rows["`python -m fewshot_exp algorithm=maml`"]
+
+
+def test_results_page_without_runs_gives_the_command(tmp_path):
+    runs = [results_page.read_run(name, tmp_path) for name in results_page.EXPERIMENTS]
+    text = results_page.page(runs, "python -m benchmarks.results_page")
+    assert "No results have been generated yet" in text
+    assert "python -m benchmarks.results_page --run outputs/results_page" in text
+    assert "`omniglot_minimal` was not run: it needs the Omniglot files" in text
+
+
+def test_results_page_run_skips_finished_runs_and_resumes_stopped_ones(tmp_path, monkeypatch):
+    launched = []
+
+    def launch(argv: list[str]) -> int:
+        launched.append(argv)
+        run_dir = Path(argv[-1].split("=", 1)[1])
+        fake_run(run_dir.parent, run_dir.name, [], **{"test/acc": 0.5, "test/acc_ci95": 0.01, "val/best_acc": 0.5})
+        return 0
+
+    monkeypatch.setattr(results_page, "launch", launch)
+    fake_run(tmp_path, "default", [], **{"test/acc": 0.9, "test/acc_ci95": 0.01, "val/best_acc": 0.9})
+    (tmp_path / "maml_5shot").mkdir()
+    (tmp_path / "maml_5shot" / "last.pt").write_bytes(b"")
+    out = tmp_path / "results.md"
+    results_page.main(["--run", str(tmp_path), "--only", "default,maml_5shot", "--out", str(out)])
+    (argv,) = launched
+    assert argv[:4] == ["-m", "fewshot_exp", "algorithm=maml", "logger=none"] and "resume=true" in argv
+    info = json.loads((tmp_path / "maml_5shot" / results_page.INFO).read_text())
+    assert info["resumed"] and info["returncode"] == 0 and info["wall_s"] >= 0
+    assert "not recorded (resumed run)" in out.read_text()
+
+
+def benchmark_reports() -> dict[str, dict]:
+    """A benchmarks.run JSON with provenance, a benchmarks.fusion JSON without, no amp.json, an allocator JSON."""
+    ours = {"role": "ours", "ms_per_episode": 80.0, "peak_mib": 94.0, "repeats": 9,
+            "speed_vs_peer": [1.5, 1.4, 1.6], "time_vs_limit": [1.04, 1.01, 1.06]}  # fmt: skip
+    limit = {"role": "limit", "ms_per_episode": 77.0, "peak_mib": 91.0, "repeats": 9}
+    peer = {"role": "peer", "ms_per_episode": 120.0, "peak_mib": 95.0, "repeats": 9}
+    shape = {"size": 28, "channels": 1, "way": 5, "shot": 5, "query": 15}
+    row = {"name": "protonet-train-28px", "what": "ProtoNet training step", "shape": shape,
+           "contenders": {"ours": ours, "encoder limit": limit, "easyfsl": peer}}  # fmt: skip
+    run = {**PROVENANCE, "command": "python -m benchmarks.run --threads 2", "machine": MACHINE, "rows": [row]}
+    fusion = {"started": "2030-01-02 08:00:00", "threads": 2, "rows": {"step": {"fused": [1.0, 2.0, 3.0],
+              "unfused": [1.5, 2.2, 3.6]}}}  # fmt: skip
+    seconds = {"ours-protonet-train": {"on": [0.4, 0.5, 0.4], "off": [0.8, 0.8, 0.6]},
+               "easyfsl-train": {"on": [0.6, 0.6, 0.6], "off": [1.2, 1.0, 1.2]}}  # fmt: skip
+    allocator_row = {"workload": "protonet-train", "what": "ProtoNet training step", "peer": "easyfsl-train"}
+    allocator = {"size": 84, "channels": 3, "threads": None, "rows": [allocator_row], "seconds": seconds}
+    return {"results.json": run, "fusion.json": fusion, "amp.json": None, "allocator.json": allocator}
+
+
+def test_performance_page_heads_each_table_with_its_provenance():
+    text = docs_page.page(benchmark_reports())
+    sections = {s.split("\n", 1)[0]: s for s in text.split("\n## ")[1:]}
+    peers = sections["Against the peers"]
+    assert "**commit** `abc1234` + uncommitted changes · **date** 2030-01-01 10:00:00 +0000" in peers
+    assert "Test CPU 9000, 2 cores, 2 threads, torch 2.14.1, device cpu" in peers
+    assert "**command** `python -m benchmarks.run --threads 2`" in peers
+    line = next(line for line in peers.splitlines() if "`protonet-train-28px`" in line)
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[2:] == ["ours", "80.0", "77.0", "120.0 (easyfsl)", "1.50× (1.40–1.60)", "1.040 (1.010–1.060)",
+                         "94 / 95", "9"]  # fmt: skip
+    fusion = sections["Fusion on and off"]
+    assert "**commit** not recorded · **date** 2030-01-02 08:00:00" in fusion and "**command** not recorded" in fusion
+    # paired ratios unfused / fused per round: 1.5, 1.1, 1.2 -> median 1.2, range over 3 rounds
+    assert "| step | fused | 2.0 | unfused | 2.2 | 1.20× (1.10–1.50) | 3 |" in " ".join(fusion.split())
+    assert "Not measured yet: `python -m benchmarks.amp`" in sections["bf16 autocast on and off"]
+    allocator = " ".join(sections["Huge pages on and off"].split())
+    # ours off / on: 2.0, 1.6, 1.5; peer on / ours on: 1.5, 1.2, 1.5; peer off / ours on: 3.0, 2.0, 3.0
+    assert "| 400.0 | 800.0 | 1.60× (1.50–2.00) | easyfsl-train | 600.0 | 1200.0 | 1.50× (1.20–1.50) |" in allocator
+    assert "3.00× (2.00–3.00) | 3 |" in allocator and "torch's default threads" in allocator
