@@ -8,7 +8,7 @@ rounds. On CUDA the device is synchronised around each call.
 
 Ratio: the median over rounds of the ratio of the two contenders' times in the same round
 (`paired_ratio`), with a 95% confidence interval. Pairing cancels the drift that the two calls of a
-round share, which a ratio of two medians keeps (see the README's Performance section for how much that
+round share, which a ratio of two medians keeps (see docs/performance.md for how much that
 is on a shared machine).
 
 Memory: the peak of one call above what the process held when the call started. On CPU that is the

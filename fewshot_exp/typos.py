@@ -23,9 +23,9 @@ NO_OPTION = re.compile(r"Could not find '([\w/]+)/([^']+)'; Available options in
 
 
 def nearest(word: str, candidates: list[str]) -> list[str]:
-    """The candidates closest to `word`: the best match (difflib's ratio, at least 0.6) and any that tie with it.
+    """The candidates closest to `word`: the best match (difflib's ratio, at least 0.75) and any that tie with it.
     Where none is close, the same for the last part of the dotted key against the candidates' last parts."""
-    for key, cutoff in ((lambda c: c, 0.6), (lambda c: c.rpartition(".")[2], 0.5)):
+    for key, cutoff in ((lambda c: c, 0.75), (lambda c: c.rpartition(".")[2], 0.7)):
         scores = {c: difflib.SequenceMatcher(None, key(word), key(c)).ratio() for c in candidates if "._" not in c}
         best = max(scores.values(), default=0.0)
         if best >= cutoff:

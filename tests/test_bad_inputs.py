@@ -2,7 +2,7 @@
 (`fewshot_exp.__main__.cli` with its argv) and must end with exit code != 0, exactly one line on stderr
 that starts with `error:` and names the problem, no traceback, and no damage to output already on disk.
 
-The same list, with the exact messages, is the README's "Bad-input catalogue" table
+The same list, with the exact messages, is the troubleshooting page's catalogue (docs/troubleshooting.md)
 (`FEWSHOT_PRINT_CATALOGUE=1 pytest -s tests/test_bad_inputs.py | grep -o "CATALOGUE.*"` prints its rows)."""
 
 from __future__ import annotations
@@ -125,8 +125,8 @@ CATALOGUE = [
     (["algorithm=multiproto", "algorithm.per_class=0"], "algorithm.per_class must be positive, got 0"),
     (["algorithm=multiproto", "algorithm.penalty=l3"], "Invalid value 'l3', expected one of [l1, l2]"),
     (["viz_projection=umap"], "Invalid value 'umap', expected one of [pca, tsne]"),
-    (["hydra/launcher=nosuch"], "Could not find 'hydra/launcher/nosuch'"),
-    (["hparams_search=nosuch"], "Could not find 'hparams_search/nosuch'"),
+    (["hydra/launcher=nosuch"], "hydra/launcher=nosuch is not an option of hydra/launcher (options: "),
+    (["hparams_search=nosuch"], "hparams_search=nosuch is not an option of hparams_search"),
     # runs and checkpoints
     (["hydra.run.dir={run}"], "already holds a run (last.pt, best.pt, results.json): pass resume=true"),
     (["hydra.run.dir={no_last}"], "already holds a run (best.pt, results.json): pass resume=true"),
@@ -242,7 +242,7 @@ def test_bad_input(overrides, message, places, tmp_path, monkeypatch, capfd):
     assert code not in (0, None), err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert message.format(**places) in lines[0]
-    if os.environ.get("FEWSHOT_PRINT_CATALOGUE"):  # feeds the README table
+    if os.environ.get("FEWSHOT_PRINT_CATALOGUE"):  # feeds the docs table
         with capfd.disabled():
             print(f"CATALOGUE\t{' '.join(overrides)}\t{lines[0]}")
     assert "Traceback" not in out + err

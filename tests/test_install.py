@@ -81,9 +81,8 @@ def test_a_plugin_that_is_not_installed_names_its_extra(override, extra, monkeyp
 def test_help_lists_the_choices_of_each_group_and_no_schema():
     proc = run_cli("--help")
     assert proc.returncode == 0, proc.stderr
-    groups = dict(
-        line.split(": ", 1) for line in proc.stdout.splitlines() if line.startswith(("algorithm:", "dataset:"))
-    )
+    listing = proc.stdout.split("== Config ==")[0]
+    groups = dict(line.split(": ", 1) for line in listing.splitlines() if line.startswith(("algorithm:", "dataset:")))
     options = {p.stem for p in (REPO / "fewshot_exp" / "conf" / "algorithm").glob("*.yaml")}
     assert set(groups["algorithm"].split(", ")) == options
     assert "glyphs" in groups["dataset"] and "base_" not in proc.stdout
@@ -121,3 +120,16 @@ def test_an_unreachable_wandb_server_costs_init_timeout_then_the_run_goes_on_off
     assert "continuing offline" in proc.stderr
     assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     assert json.loads((tmp_path / "results.json").read_text())["test/episodes"] == 4
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "hydra.searchpath"])
+def test_a_users_own_preset_outside_the_package(how, tmp_path):
+    preset = tmp_path / "my_conf" / "experiment" / "mine.yaml"
+    preset.parent.mkdir(parents=True)
+    preset.write_text("# @package _global_\ndefaults:\n  - override /algorithm: matching\n\ntrain:\n  lr: 0.0123\n")
+    where = ["--config-dir", str(tmp_path / "my_conf")] if how == "--config-dir" else [
+        f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]"
+    ]  # fmt: skip
+    proc = run_cli(*where, "experiment=mine", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "lr: 0.0123" in proc.stdout and "fewshot_exp.algorithms.matching.MatchingNetwork" in proc.stdout

@@ -114,18 +114,18 @@ def test_optuna_sweeper_maximises_the_validation_accuracy_the_jobs_return(glyphs
 
 @pytest.mark.slow
 def test_a_failed_optuna_trial_is_recorded_and_the_study_goes_on(glyphs_root, tmp_path):
-    """k_shot=30 cannot fill an episode: those trials fail (FAIL in the study, error.txt, failed_jobs.jsonl),
+    """k_shot=40 cannot fill an episode: those trials fail (FAIL in the study, error.txt, failed_jobs.jsonl),
     the others run, the best of the finished ones is reported and the sweep exits 1 with one line."""
     sweep = tmp_path / "sweep"
     proc = run_cli(
-        "hparams_search=protonet_optuna", "hydra.sweeper.n_trials=2", "episode.k_shot=choice(5,30)",
+        "hparams_search=protonet_optuna", "hydra.sweeper.n_trials=2", "episode.k_shot=choice(5,40)",
         "train.episodes=6", *TINY, f"dataset.root={glyphs_root}", f"hydra.sweep.dir={sweep}",
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-3000:]
     summary = json.loads((sweep / "sweep_summary.json").read_text())
-    assert (summary["jobs"], summary["finished"]) == (2, 1)  # TPE, seed 0: k_shot 30, then 5
+    assert (summary["jobs"], summary["finished"]) == (2, 1)  # TPE, seed 0: k_shot 40, then 5
     assert len(summary["failed"]) == 1
-    assert all("k_shot + n_query = 30 + 15" in f["error"] for f in summary["failed"])
+    assert all("k_shot + n_query = 40 + 15" in f["error"] for f in summary["failed"])
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_params"]["episode.k_shot"] == 5
     assert best["best_value"] == max(r["val/best_acc"] for r in results(sweep).values())

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of the benchmark, prepared to run on a lent GPU machine (README: "Checking the GPU path"):
+# The GPU checks of the benchmark and the test suite, for a machine with a CUDA GPU (see CONTRIBUTING.md):
 #
 #   bash benchmarks/device/check.sh bench   # torch build and GPU name, benchmarks.run and benchmarks.amp on cuda (~9 min)
 #   bash benchmarks/device/check.sh tests   # the test suite with CUDA visible
