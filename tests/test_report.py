@@ -14,11 +14,11 @@ TINY = ["train.episodes=10", "train.val_every=10", "train.log_every=5", "train.v
 
 def test_sweep_then_report(glyphs_root, tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    proc = run_cli("-m", "episode.k_shot=1,3,30", *TINY, f"dataset.root={glyphs_root}", f"hydra.sweep.dir={sweep}")
-    # the impossible job (30 + 15 images per class > 20) fails alone; the sweep finishes and exits 1 naming it
+    proc = run_cli("-m", "episode.k_shot=1,3,40", *TINY, f"dataset.root={glyphs_root}", f"hydra.sweep.dir={sweep}")
+    # the impossible job (40 + 15 images per class > 50) fails alone; the sweep finishes and exits 1 naming it
     assert proc.returncode == 1, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: 1 of 3 jobs failed: episode.k_shot=30") and "k_shot + n_query = 30 + 15" in last
+    assert last.startswith("error: 1 of 3 jobs failed: episode.k_shot=40") and "k_shot + n_query = 40 + 15" in last
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert (summary["jobs"], summary["finished"]) == (3, 2)
     failed_dir = Path(summary["failed"][0]["run_dir"])
@@ -39,7 +39,7 @@ def test_sweep_then_report(glyphs_root, tmp_path, capsys):
 
     assert report_main([str(sweep), "--out", str(tmp_path / "report")]) == 1  # there is a failed run
     printed = capsys.readouterr().out
-    assert "Failed runs:" in printed and "episode.k_shot=30" in printed
+    assert "Failed runs:" in printed and "episode.k_shot=40" in printed
     table = pd.read_csv(tmp_path / "report" / "report.csv")
     assert list(table.k_shot) == [1, 3] and set(table.algorithm) == {"protonet"}
     for row in table.itertuples():
