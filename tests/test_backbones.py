@@ -230,7 +230,10 @@ def test_torchvision_bad_names_and_sizes():
 
 @pytest.mark.parametrize(
     "overrides",
-    [TINY_RESNET12, ["encoder=torchvision", "encoder.name=resnet18", "encoder.out_dim=16"]],
+    [
+        pytest.param(TINY_RESNET12, marks=pytest.mark.slow),  # a 12-million-parameter network on the CPU
+        ["encoder=torchvision", "encoder.name=resnet18", "encoder.out_dim=16"],
+    ],
     ids=["resnet12", "torchvision"],
 )
 def test_new_encoders_train_through_the_cli(overrides, glyphs_root, tmp_path):

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import run_cli
 from wandb_records import logged_run
 
@@ -83,13 +84,14 @@ def test_report_lists_failed_runs_and_exits_nonzero(tmp_path, capsys):
 
 
 def test_report_keeps_runs_apart_that_differ_in_any_swept_key(tmp_path):
-    """Only `seed` is averaged over: runs that differ in episode.n_query (or eval.episodes, experiment) are rows."""
+    """Only `seed` is summarised over: runs that differ in episode.n_query (or eval.episodes, experiment) are
+    rows."""
     for i, (n_query, acc) in enumerate([(5, 0.5), (10, 0.7), (10, 0.8)]):
         resumed = ["resume=true"] if i == 2 else []  # a resumed run is the same run
         fake_run(tmp_path / f"{i}", [f"episode.n_query={n_query}", f"seed={i}", *resumed], acc)
     report_main([str(tmp_path), "--out", str(tmp_path / "report")])
     table = pd.read_csv(tmp_path / "report" / "report.csv")
-    assert sorted(zip(table["episode.n_query"], table.runs, table.acc.round(4))) == [(5, 1, 0.5), (10, 2, 0.75)]
+    assert sorted(zip(table["episode.n_query"], table.seeds, table.acc.round(4))) == [(5, 1, 0.5), (10, 2, 0.75)]
 
 
 def test_report_goes_to_the_w_and_b_group_project_and_entity_of_its_runs(tmp_path):
@@ -102,6 +104,7 @@ def test_report_goes_to_the_w_and_b_group_project_and_entity_of_its_runs(tmp_pat
     assert wandb_place([tmp_path / "sweep" / "0_k=1"]) == ("sweep", "proj", "team")  # a job's: its sweep dir
 
 
+@pytest.mark.slow  # eight W&B runs
 def test_two_by_two_by_two_sweep_is_eight_wandb_runs_in_one_group(glyphs_root, tmp_path, capsys):
     """algorithm x n_way x k_shot: 8 jobs, 8 run dirs, 8 W&B runs in the sweep's group, each named by its
     overrides with the swept keys in its config; the report has 8 rows, a plot, and goes to W&B too."""
