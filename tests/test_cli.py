@@ -113,9 +113,8 @@ def test_bad_input_is_one_line_error(overrides, message, glyphs_root, tmp_path):
     ids=["protomaml-8-shot", "32-shot"],
 )
 def test_headline_commands_run_on_the_default_data(overrides, glyphs_root, tmp_path):
-    proc = run_cli(
-        *overrides, *TINY[:4], "eval.episodes=10", f"dataset.root={glyphs_root}", f"hydra.run.dir={tmp_path}"
-    )
+    short = ["train.episodes=4", "train.val_every=2", "train.log_every=2", "train.val_episodes=2", "eval.episodes=10"]
+    proc = run_cli(*overrides, *short, f"dataset.root={glyphs_root}", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["test/k_shot"] == int(overrides[-1].split("=")[1]) and results["test/episodes"] == 10
