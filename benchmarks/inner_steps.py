@@ -4,7 +4,8 @@
 
 Loads RUN_DIR/best.pt (maml, fomaml, protomaml, reptile), rebuilds the run's data and samplers from
 the config stored in the checkpoint, and prints mean accuracy ± 95% CI and loss for each
-`test_inner_steps`, on the same episodes for every step count (each split's sampler is reseeded).
+`test_inner_steps`, on the same episodes for every step count (each split's sampler is reseeded with the run's
+own seed for that split, so the validation and test episodes are the first `--episodes` of the run's).
 `--lake` adds the error on the run's official Omniglot one-shot runs (`eval.lake_runs`). Choose the step
 count on validation; the test columns are there to report the choice, not to make it.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from fewshot_exp.build import build_algorithm, load_splits, samplers, select_device
+from fewshot_exp.build import build_algorithm, episode_seed, load_splits, samplers, select_device
 from fewshot_exp.checkpoint import load_checkpoint
 from fewshot_exp.evaluate import evaluate, lake_runs_error
 from fewshot_exp.run import load_lake_runs_for
@@ -35,7 +36,7 @@ def main() -> None:
     cfg = OmegaConf.create(checkpoint["config"])
     device = select_device(cfg.device)
     splits = load_splits(cfg, device)
-    episode_samplers = samplers(cfg, splits, cfg.seed)
+    episode_samplers = samplers(cfg, splits)
     algorithm = build_algorithm(cfg, splits.train.images.shape[1], device)
     algorithm.load_state_dict(checkpoint["algorithm"])
     if not hasattr(algorithm, "test_inner_steps"):
@@ -50,7 +51,7 @@ def main() -> None:
         algorithm.test_inner_steps = steps
         row = []
         for split in args.splits:
-            episode_samplers[split].generator.manual_seed(cfg.seed + 100)  # the same episodes for every step count
+            episode_samplers[split].generator.manual_seed(episode_seed(cfg, split))  # the same for every step count
             result = evaluate(algorithm, episode_samplers[split], args.episodes, cfg.eval.batch_images)
             row.append(f"{100 * result.mean:>9.2f} ± {100 * result.ci95:4.2f} {result.loss:>9.3f}")
         if lake:

@@ -29,9 +29,11 @@ from fewshot_exp.evaluate import evaluate, tasks_per_forward
 from fewshot_exp.train import Progress, training_step
 
 
-def sampler(shape: Shape, device: torch.device, seed: int = 0) -> EpisodeSampler:
+def sampler(shape: Shape, device: torch.device, seed: int = 0, evaluation: bool = False) -> EpisodeSampler:
+    """Episodes of synthetic images on `device`, drawn as a run draws them: training episodes with a generator on
+    the device, evaluation episodes with a CPU one (fewshot_exp/build.py: samplers)."""
     split = synthetic_images(shape).to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device="cpu" if evaluation else device).manual_seed(seed)
     return EpisodeSampler(split, shape.way, shape.shot, shape.query, shape.tasks, generator, "benchmark")
 
 
@@ -77,7 +79,7 @@ def maml_train(shape: Shape, device: torch.device, first_order: bool, amp: bool 
 def protonet_eval(shape: Shape, device: torch.device) -> Callable[[], Any]:
     """`shape.episodes` evaluation episodes through `evaluate` (returns after its host read of the accuracies)."""
     algorithm = ProtoNet(encoder(shape), Distance("l2")).to(device)
-    episodes = sampler(shape, device)
+    episodes = sampler(shape, device, evaluation=True)
     return lambda: evaluate(algorithm, episodes, shape.episodes, shape.batch_images)
 
 

@@ -3,8 +3,9 @@
     python benchmarks/viz_run.py RUN_DIR [--out OUT_DIR] [--projection pca|tsne]
 
 Rebuilds the run's data and model from the config stored in RUN_DIR/best.pt and calls the same
-`fewshot_exp.viz.end_of_run` as a run with `viz=true` (same episode: test split, seed + 3), writing
-embedding.png, gallery.png (and multiproto.json) to OUT_DIR (default RUN_DIR); nothing goes to W&B.
+`fewshot_exp.viz.end_of_run` as a run with `viz=true` (same episode: test split, the viz generator of
+`eval.seed`), writing embedding.png, gallery.png (and multiproto.json) to OUT_DIR (default RUN_DIR); nothing
+goes to W&B.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main() -> None:
     algorithm.load_state_dict(checkpoint["algorithm"])
     out = args.out or args.run_dir
     out.mkdir(parents=True, exist_ok=True)
-    end_of_run(algorithm, samplers(cfg, splits, cfg.seed)["test"], cfg, out)
+    end_of_run(algorithm, samplers(cfg, splits)["test"], cfg, out)
 
 
 if __name__ == "__main__":

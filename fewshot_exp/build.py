@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 from fewshot_exp.algorithms.base import FewShotAlgorithm
 from fewshot_exp.algorithms.maml import check_embedding_dim
-from fewshot_exp.config import train_shape
+from fewshot_exp.config import EvalConfig, train_shape
 from fewshot_exp.data import load_dataset
 from fewshot_exp.data.augment import Normalize, build_augment
 from fewshot_exp.data.episodes import EpisodeSampler, batch_bytes, check_shape
@@ -81,22 +81,35 @@ def check_batch_memory(cfg: Any, splits: Splits) -> None:
         )
 
 
-def samplers(cfg: Any, splits: Splits, seed: int) -> dict[str, EpisodeSampler]:
-    """Train, validation and test samplers with independent generators (seed, seed+1, seed+2). Training
-    episodes are augmented (`dataset.augment`); all are normalised with the training split's statistics
-    (`dataset.normalize`)."""
+#: The offset of each sampler's generator seed. Training episodes follow the run's `seed`; validation, test and
+#: visualised episodes follow `eval.seed`, so that runs differing in `seed`, algorithm or anything else that leaves
+#: the data and the episode shape alone are validated and tested on the same episodes.
+SEED_OFFSETS = {"train": 0, "val": 1, "test": 2, "viz": 3}
+
+
+def episode_seed(cfg: Any, split: str) -> int:
+    """The generator seed of `split`'s episodes (`SEED_OFFSETS`); a config saved without `eval.seed` has its
+    default."""
+    base = cfg.seed if split == "train" else cfg.eval.get("seed", EvalConfig.seed)
+    return base + SEED_OFFSETS[split]
+
+
+def samplers(cfg: Any, splits: Splits) -> dict[str, EpisodeSampler]:
+    """Train, validation and test samplers with independent generators (`episode_seed`). The training generator
+    is on the data's device; the validation and test generators are CPU generators, so these episodes are the same
+    on every device. Training episodes are augmented (`dataset.augment`); all are normalised with the training
+    split's statistics (`dataset.normalize`)."""
     device = splits.train.images.device
     t, e = train_shape(cfg), cfg.episode
     norm = Normalize.of(splits.train) if cfg.dataset.normalize else None
     augment = build_augment(cfg.dataset.augment)
-
-    def gen(offset: int) -> torch.Generator:
-        return torch.Generator(device=device).manual_seed(seed + offset)
-
+    train_gen = torch.Generator(device=device).manual_seed(episode_seed(cfg, "train"))
+    val_gen = torch.Generator().manual_seed(episode_seed(cfg, "val"))
+    test_gen = torch.Generator().manual_seed(episode_seed(cfg, "test"))
     return {
-        "train": EpisodeSampler(splits.train, t.n_way, t.k_shot, t.n_query, t.tasks, gen(0), "train", augment, norm),
-        "val": EpisodeSampler(splits.val, e.n_way, e.k_shot, e.n_query, e.tasks, gen(1), "validation", None, norm),
-        "test": EpisodeSampler(splits.test, e.n_way, e.k_shot, e.n_query, e.tasks, gen(2), "test", None, norm),
+        "train": EpisodeSampler(splits.train, t.n_way, t.k_shot, t.n_query, t.tasks, train_gen, "train", augment, norm),
+        "val": EpisodeSampler(splits.val, e.n_way, e.k_shot, e.n_query, e.tasks, val_gen, "validation", None, norm),
+        "test": EpisodeSampler(splits.test, e.n_way, e.k_shot, e.n_query, e.tasks, test_gen, "test", None, norm),
     }
 
 

@@ -77,7 +77,7 @@ class AlphabetDatasetConfig(DatasetConfig):
 @dataclass
 class GlyphsConfig(AlphabetDatasetConfig):
     name: str = "glyphs"
-    renderings: int = 50  # images per character: k_shot + n_query up to 50 (32 shots with 15 queries)
+    renderings: int = 50  # images per character: k_shot + n_query up to 50 (35 shots with 15 queries)
     generator_seed: int = 0  # the dataset is a pure function of its settings
 
 
@@ -392,6 +392,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     episodes: int = 1000
+    seed: int = 0  # seeds the validation and test episodes (fewshot_exp/build.py: SEED_OFFSETS), apart from `seed`
     # images per forward pass when evaluating many episodes at once; None: 4096 on CUDA, 128 on CPU, where activations
     # past cache (and glibc's 32 MB mmap threshold) make bigger forwards slower per image (fewshot_exp/evaluate.py)
     batch_images: int | None = None

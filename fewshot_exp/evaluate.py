@@ -1,12 +1,16 @@
 """The evaluation protocol: accuracy over many test episodes, mean and 95% confidence interval.
 
-Episodes are evaluated many at a time (as many tasks per forward pass as `batch_images` allows; by default
-4096 images on CUDA, 128 on CPU); with the encoder in eval mode each task's result is independent of the others
-in its batch.
+Episodes are drawn one at a time from the sampler's generator (so episode i is the same whatever the batching,
+and an evaluation of n episodes is the first n of a longer one), then evaluated many at a time (as many tasks per
+forward pass as `batch_images` allows; by default 4096 images on CUDA, 128 on CPU); with the encoder in eval mode
+each task's result is independent of the others in its batch. The result keeps every episode's accuracy and loss
+and the drawn image indices, whose fingerprint (`episodes_fingerprint`) tells whether two runs were tested on
+the same episodes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +20,7 @@ import torch
 from fewshot_exp.algorithms.base import FewShotAlgorithm
 from fewshot_exp.data.episodes import Episode, EpisodeSampler, to_float
 from fewshot_exp.progress import progress
+from fewshot_exp.provenance import update
 
 
 @dataclass
@@ -24,6 +29,9 @@ class Accuracy:
     ci95: float  # half-width of the 95% confidence interval of the mean
     episodes: int
     loss: float
+    per_episode: torch.Tensor  # [episodes] float64 accuracy of each episode, in the order drawn (CPU)
+    per_episode_loss: torch.Tensor  # [episodes] float64 mean query loss of each episode (CPU)
+    drawn: torch.Tensor  # [episodes, N, K+Q] the episodes' image indices into the split (`EpisodeSampler.draw`)
 
 
 def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
@@ -59,21 +67,35 @@ def evaluate(
     """Accuracy per episode over `episodes` episodes from `sampler`; with `desc`, a progress bar of that name."""
     was_training = algorithm.training
     algorithm.eval()
+    drawn = torch.cat([sampler.draw(1) for _ in range(episodes)])  # one at a time: independent of the batching
     accs, losses = [], []
     per_batch = tasks_per_forward(sampler, batch_images)
     bar = progress(total=episodes, unit="ep", desc=desc, show=desc is not None, leave=False)
     with torch.no_grad(), bar:
         for start in range(0, episodes, per_batch):
-            episode = sampler.sample(min(per_batch, episodes - start))
+            episode = sampler.episode(drawn[start : start + per_batch])
             bar.update(episode.tasks)
             logits = algorithm(episode)  # [T, N*Q, N]
-            accs.append((logits.argmax(-1) == episode.query_y).float().mean(1))
+            accs.append((logits.argmax(-1) == episode.query_y).sum(1).double() / episode.query_y.shape[1])
             losses.append(
                 torch.nn.functional.cross_entropy(logits.transpose(1, 2), episode.query_y, reduction="none").mean(1)
             )
     algorithm.train(was_training)
-    mean, ci95 = mean_ci95(torch.cat(accs).cpu())
-    return Accuracy(mean, ci95, episodes, float(torch.cat(losses).mean()))
+    per_episode, per_episode_loss = torch.cat(accs).cpu(), torch.cat(losses).double().cpu()
+    mean, ci95 = mean_ci95(per_episode)
+    return Accuracy(mean, ci95, episodes, float(per_episode_loss.mean()), per_episode, per_episode_loss, drawn.cpu())
+
+
+def episodes_fingerprint(sampler: EpisodeSampler, drawn: torch.Tensor) -> str:
+    """SHA-256 (first 16 hex digits) of a set of episodes: the split they come from (its pixels, labels and class
+    names, hashed as `provenance.dataset_hash` hashes each split), K, and every episode's drawn image indices
+    [E, N, K+Q]. Equal fingerprints mean the same images in the same support and query roles with the same
+    labels: episodes on which two models' accuracies can be compared episode by episode."""
+    digest = hashlib.sha256()
+    update(digest, sampler.split)
+    digest.update(f"k_shot={sampler.k_shot} drawn={tuple(drawn.shape)}".encode())
+    digest.update(memoryview(drawn.to(torch.int64).contiguous().numpy()).cast("B"))
+    return digest.hexdigest()[:16]
 
 
 def lake_runs_error(

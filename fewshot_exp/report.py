@@ -1,29 +1,43 @@
 """`python -m fewshot_exp.report <dir>...`: compare runs from their run dirs (no W&B needed).
 
 Finds every Hydra run dir under the given dirs (a folder with `.hydra/config.yaml`), reads its
-`results.json`, and builds a pandas table of test accuracy ± 95% CI per (dataset, algorithm,
-distance, n_way, k_shot, other swept keys). Runs that differ only in `seed` are averaged (the CI
-column is then the mean of their CIs and `runs` counts them). Prints the table as markdown and
-writes `report.md`, `report.csv` and `acc_vs_shots.png` (one panel per dataset and n_way, one line
-per algorithm, the CI as a band) into `--out` (default: the first dir). Runs without results.json
-are listed as failed. An `eval_only=true` run (a test-shot curve of one checkpoint) gives one row per
-(n_way, k_shot) it evaluated. `--wandb` logs the table and the plot to W&B as a run of the sweep's group.
+`results.json`, and builds a pandas table with one row per configuration (dataset, algorithm, distance,
+n_way, k_shot, other swept keys). A configuration run with several seeds reports the mean over seeds with a
+t-based 95% interval across seeds (`ci95`), the number of seeds, and the mean within-run episode interval
+(`episode_ci95`); a single run reports its own episode interval. `--baseline key=value` adds, for every row
+tested on the same episodes as its baseline row, the paired difference with its 95% interval and a paired
+t-test's p-value (over episodes for single runs, over seeds otherwise). Prints the table as markdown and
+writes `report.md`, `report.csv` and `acc_vs_shots.png` (one panel per dataset and n_way, one line per
+algorithm, the CI as a band) into `--out` (default: the first dir). Runs without results.json are listed
+as failed. An `eval_only=true` run (a test-shot curve of one checkpoint) gives one row per (n_way, k_shot)
+it evaluated. `--wandb` logs the table and the plot to W&B as a run of the sweep's group.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import warnings
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from fewshot_exp.errors import UserError  # noqa: E402
+from fewshot_exp.run_files import CURVE_EPISODES_FILE, TEST_EPISODES_FILE  # noqa: E402
 
 KEYS = ["dataset", "algorithm", "distance", "n_way", "k_shot"]
+RUN_VALUES = {"run_dir", "seed", "acc", "ci95", "episodes", "lake_error", "val_best", "fingerprint", "per_episode"}
+# the columns of the report that are results, not configuration
+VALUES = ["acc", "ci95", "seeds", "episode_ci95", "episodes", "val_best", "lake_error", "episodes_fingerprint"]
+PAIRED = ["vs_baseline", "diff", "diff_ci95", "p_value"]  # with --baseline
 NOT_SWEPT = {
     "seed",
     "device",
@@ -71,9 +85,11 @@ def read_run(run_dir: Path) -> list[dict]:
     if "curve" in results:  # the model is the checkpoint's: its dataset, algorithm and training shape
         model = {k: v for k, v in results["model"].items() if k in ("dataset", "algorithm", "distance", "checkpoint")}
         row = {k: v for k, v in row.items() if k not in ("eval.k_shots", "eval.n_ways", "checkpoint")}
+        episodes = read_episodes(run_dir / CURVE_EPISODES_FILE)
         return [
             {**row, **model, "n_way": p["n_way"], "k_shot": p["k_shot"], "acc": p["acc"], "ci95": p["ci95"],
-             "episodes": p["episodes"], "lake_error": None}
+             "episodes": p["episodes"], "lake_error": None, "val_best": None,
+             "fingerprint": p.get("episodes_fingerprint"), "per_episode": point_accuracies(episodes, p)}
             for p in results["curve"]
         ]  # fmt: skip
     row.update(
@@ -81,57 +97,207 @@ def read_run(run_dir: Path) -> list[dict]:
         ci95=results["test/acc_ci95"],
         episodes=results["test/episodes"],
         lake_error=results.get("test/lake_error"),
+        val_best=results.get("val/best_acc"),
+        fingerprint=results.get("test/episodes_fingerprint"),
+        per_episode=point_accuracies(read_episodes(run_dir / TEST_EPISODES_FILE)),
     )
     return [row]
 
 
-def runs_table(dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per configuration, averaged over seeds; the failed runs)."""
+def read_episodes(path: Path) -> pd.DataFrame | None:
+    """A per-episode CSV (TEST_EPISODES_FILE, CURVE_EPISODES_FILE); None where the run has none."""
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def point_accuracies(episodes: pd.DataFrame | None, point: dict | None = None) -> np.ndarray | None:
+    """The accuracy of each episode in the order drawn: all rows, or a curve point's (its n_way and k_shot)."""
+    if episodes is None:
+        return None
+    if point is not None:
+        episodes = episodes[(episodes.n_way == point["n_way"]) & (episodes.k_shot == point["k_shot"])]
+    return episodes.sort_values("episode")["acc"].to_numpy(dtype=float) if len(episodes) else None
+
+
+def run_rows(dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(one row per finished run or curve point, the failed runs, the key columns: what makes a configuration,
+    KEYS and every other column that varies)."""
     rows = pd.DataFrame([row for r in find_runs(dirs) for row in read_run(r)])
     if rows.empty:
-        return rows, rows
+        return rows, rows, KEYS
     failed = rows[rows["failed"].notna()] if "failed" in rows else rows.iloc[:0]
     done = rows[rows["failed"].isna()] if "failed" in rows else rows
+    extra = [c for c in done.columns if c not in {*KEYS, *RUN_VALUES, "failed"} and done[c].nunique(dropna=False) > 1]
+    return done.fillna({c: "-" for c in extra}), failed, KEYS + extra
+
+
+def t_ci95(values: np.ndarray) -> float:
+    """Half-width t_{0.975, n-1} * s / sqrt(n) of the t-based 95% interval of the mean of n values."""
+    n = len(values)
+    return float(stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+
+
+def seed_accuracies(runs: pd.DataFrame) -> pd.Series:
+    """One test accuracy per seed (runs that share a seed are averaged), indexed by seed."""
+    return runs.groupby("seed")["acc"].mean()
+
+
+def fingerprints(runs: pd.DataFrame) -> set[str] | None:
+    """The runs' test-episode fingerprints; None if one lacks it (a run that predates them)."""
+    prints = runs["fingerprint"]
+    return set(prints) if prints.notna().all() else None
+
+
+def common_fingerprint(runs: pd.DataFrame) -> str | None:
+    """The test-episode fingerprint all the runs share; None if one lacks it or they differ."""
+    prints = fingerprints(runs)
+    return next(iter(prints)) if prints is not None and len(prints) == 1 else None
+
+
+def summary(runs: pd.DataFrame) -> dict:
+    """A configuration's numbers: the mean over seeds, with the across-seed t interval when there are several
+    seeds and the run's episode interval otherwise, and beside them the mean episode interval of its runs."""
+    per_seed = seed_accuracies(runs)
+    episode_ci95 = float(runs["ci95"].mean())
+    return {
+        "acc": float(per_seed.mean()),
+        "ci95": t_ci95(per_seed.to_numpy()) if len(per_seed) > 1 else episode_ci95,
+        "seeds": len(per_seed),
+        "episode_ci95": episode_ci95,
+        "episodes": runs["episodes"].iloc[0],
+        "val_best": pd.to_numeric(runs["val_best"]).mean(),
+        "lake_error": pd.to_numeric(runs["lake_error"]).mean(),
+        "episodes_fingerprint": common_fingerprint(runs),
+    }
+
+
+def runs_table(dirs: list[Path], baseline: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per configuration, its seeds summarised (`summary`), with the paired comparison to `baseline`'s
+    rows when given; the failed runs)."""
+    done, failed, keys = run_rows(dirs)
     if done.empty:
         return done, failed
-    extra = [
-        c
-        for c in done.columns
-        if c not in {*KEYS, "run_dir", "seed", "acc", "ci95", "episodes", "lake_error", "failed"}
-        and done[c].nunique(dropna=False) > 1
-    ]
-    keys = KEYS + extra
-    table = (
-        done.fillna({c: "-" for c in extra})
-        .groupby(keys, as_index=False)
-        .agg(
-            acc=("acc", "mean"),
-            ci95=("ci95", "mean"),
-            episodes=("episodes", "first"),
-            runs=("acc", "size"),
-            lake_error=("lake_error", "mean"),
-        )
-        .sort_values(keys)
-    )
-    if table["lake_error"].isna().all():
-        table = table.drop(columns="lake_error")
-    return table.reset_index(drop=True), failed
+    groups = {key: runs for key, runs in done.groupby(keys, sort=True)}
+    table = pd.DataFrame([{**dict(zip(keys, key)), **summary(runs)} for key, runs in groups.items()])
+    for column in ("val_best", "lake_error", "episodes_fingerprint"):
+        if table[column].isna().all():
+            table = table.drop(columns=column)
+    if baseline:
+        table = compare(table, list(groups.values()), keys, baseline_selection(table, keys, baseline))
+    return table, failed
+
+
+def baseline_selection(table: pd.DataFrame, keys: list[str], pairs: list[str]) -> dict[str, str]:
+    """`--baseline key=value` pairs as {key: value}; a UserError unless each key is a key column and together
+    they pick at least one row."""
+    selection = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in keys:
+            raise UserError(f"--baseline {pair}: give key=value with a key column of the report: {', '.join(keys)}")
+        selection[key] = value
+    if not is_baseline(table, selection).any():
+        seen = "; ".join(f"{k} has {', '.join(sorted(table[k].astype(str).unique()))}" for k in selection)
+        raise UserError(f"--baseline {' '.join(pairs)} names no row of the report ({seen})")
+    return selection
+
+
+def is_baseline(table: pd.DataFrame, selection: dict[str, str]) -> pd.Series:
+    mask = pd.Series(True, index=table.index)
+    for key, value in selection.items():
+        mask &= table[key].astype(str) == value
+    return mask
+
+
+def compare(table: pd.DataFrame, runs: list[pd.DataFrame], keys: list[str], selection: dict[str, str]) -> pd.DataFrame:
+    """The table with PAIRED columns: each row against the baseline row equal to it in every key but the
+    baseline keys (`runs[i]` are row i's runs)."""
+    others = [k for k in keys if k not in selection]
+    baseline_rows = table.index[is_baseline(table, selection)]
+    by_config = {tuple(table.loc[i, others].astype(str)): i for i in baseline_rows}
+    paired = []
+    for i in table.index:
+        base = by_config.get(tuple(table.loc[i, others].astype(str)))
+        if i in baseline_rows:
+            paired.append({"vs_baseline": "baseline"})
+        elif base is None:
+            paired.append({"vs_baseline": "no baseline row"})
+        else:
+            paired.append(paired_difference(runs[i], runs[base]))
+    return pd.concat([table, pd.DataFrame(paired, index=table.index).reindex(columns=PAIRED)], axis=1)
+
+
+def paired_difference(runs: pd.DataFrame, baseline: pd.DataFrame) -> dict:
+    """Accuracy of `runs` minus `baseline`'s, paired, if both were tested on the same episodes: by episode when
+    each is a single seed, else by seed (each seed's test accuracy) over the seeds they share."""
+    ours, theirs = fingerprints(runs), fingerprints(baseline)
+    if ours is None or theirs is None:
+        return {"vs_baseline": "episodes unknown"}
+    if len(ours | theirs) > 1:
+        return {"vs_baseline": "episodes differ"}
+    if runs["seed"].nunique() == 1 and baseline["seed"].nunique() == 1:
+        a, b = episode_accuracies(runs), episode_accuracies(baseline)
+        if a is None or b is None:
+            return {"vs_baseline": "no per-episode results"}
+        return paired_test(a, b, "episodes")
+    a, b = seed_accuracies(runs), seed_accuracies(baseline)
+    shared = a.index.intersection(b.index)
+    if len(shared) < 2:
+        return {"vs_baseline": "fewer than 2 shared seeds"}
+    return paired_test(a[shared].to_numpy(), b[shared].to_numpy(), "seeds")
+
+
+def episode_accuracies(runs: pd.DataFrame) -> np.ndarray | None:
+    """Per-episode test accuracies of one seed's runs (averaged over its runs); None if one has none."""
+    arrays = list(runs["per_episode"])
+    if any(a is None or (isinstance(a, float) and math.isnan(a)) for a in arrays):
+        return None
+    return np.mean(np.stack(arrays), axis=0)
+
+
+def paired_test(a: np.ndarray, b: np.ndarray, over: str) -> dict:
+    """Mean difference a - b, its t-based 95% half-width, and the two-sided p-value of a paired t-test."""
+    with warnings.catch_warnings():  # zero variance (identical accuracies) gives an undefined p-value: NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p_value = float(stats.ttest_rel(a, b).pvalue)
+    d = a - b
+    return {"vs_baseline": f"paired over {len(d)} {over}", "diff": float(d.mean()), "diff_ci95": t_ci95(d),
+            "p_value": p_value}  # fmt: skip
+
+
+def percent(value: float, sign: str = "") -> str:
+    return "" if pd.isna(value) else f"{100 * value:{sign}.2f}"
+
+
+def blank_nan(values: pd.Series) -> pd.Series:
+    return values.astype(object).where(values.notna(), None)  # None prints as an empty cell
 
 
 def markdown(table: pd.DataFrame) -> str:
-    shown = table.copy()
-    shown["test acc (%)"] = [f"{100 * a:.2f} ± {100 * c:.2f}" for a, c in zip(shown.pop("acc"), shown.pop("ci95"))]
-    return shown.to_markdown(index=False)
+    """The table as markdown, accuracies in percent: `test acc (%)` is acc ± ci95, `diff (%)` diff ± diff_ci95;
+    the fingerprint is left to the CSV."""
+    shown = table[[c for c in table.columns if c not in {*VALUES, *PAIRED}]].copy()
+    shown["test acc (%)"] = [f"{percent(a)} ± {percent(c)}" for a, c in zip(table.acc, table.ci95)]
+    shown["seeds"] = table.seeds
+    shown["episode ci95 (%)"] = 100 * table.episode_ci95
+    shown["episodes"] = table.episodes
+    if "val_best" in table:
+        shown["val best (%)"] = blank_nan(100 * table.val_best)
+    if "lake_error" in table:
+        shown["lake_error"] = blank_nan(table.lake_error)
+    if "diff" in table:
+        shown["diff (%)"] = [
+            f"{percent(d, '+')} ± {percent(c)}" if pd.notna(d) else "" for d, c in zip(table["diff"], table.diff_ci95)
+        ]
+        shown["p"] = blank_nan(table.p_value)
+        shown["vs_baseline"] = table.vs_baseline
+    formats = {"episode ci95 (%)": ".2f", "val best (%)": ".2f", "p": ".3g"}
+    return shown.to_markdown(index=False, floatfmt=[formats.get(c, "g") for c in shown.columns], missingval="")
 
 
 def plot_acc_vs_shots(table: pd.DataFrame, path: Path) -> None:
     panels = list(table.groupby(["dataset", "n_way"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    label_keys = [
-        c
-        for c in table.columns
-        if c not in {"dataset", "n_way", "k_shot", "acc", "ci95", "episodes", "runs", "lake_error"}
-    ]
+    label_keys = [c for c in table.columns if c not in {"dataset", "n_way", "k_shot", *VALUES, *PAIRED}]
     for ax, ((dataset, n_way), panel) in zip(axes[0], panels):
         for label, line in panel.groupby(label_keys):
             line = line.sort_values("k_shot")
@@ -143,6 +309,9 @@ def plot_acc_vs_shots(table: pd.DataFrame, path: Path) -> None:
             ax.fill_between(line.k_shot, 100 * (line.acc - line.ci95), 100 * (line.acc + line.ci95), alpha=0.2)
         ax.set(title=f"{dataset}, {n_way}-way", xlabel="k_shot (support images per class)", ylabel="test accuracy (%)")
         ax.set_xscale("log", base=2)
+        shots = sorted(panel.k_shot.unique())
+        ax.set_xticks(shots, [str(k) for k in shots])  # the shots themselves, not powers of 2
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()
@@ -171,9 +340,11 @@ def to_wandb(
     """The table and the plot as a W&B run of job type `report` in the runs' group; returns its id."""
     from types import SimpleNamespace
 
+    from fewshot_exp.config import LoggerConfig
     from fewshot_exp.tracking import Tracker
 
-    logger = SimpleNamespace(name="wandb", project=project, entity=entity, mode=SimpleNamespace(value="auto"))
+    mode, timeout = SimpleNamespace(value="auto"), LoggerConfig.init_timeout
+    logger = SimpleNamespace(name="wandb", project=project, entity=entity, mode=mode, init_timeout=timeout)
     tracker = Tracker(out, logger, name=f"report:{group}", group=group, tags=["report"], job_type="report")
     tracker.log_table("report/table", table, step=0)
     if plot is not None:
@@ -191,11 +362,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", help="W&B group for --wandb (default: the runs' group)")
     parser.add_argument("--project", help="W&B project for --wandb (default: the runs' logger.project)")
     parser.add_argument("--entity", help="W&B entity for --wandb (default: the runs' logger.entity)")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        metavar="KEY=VALUE",
+        help="the baseline rows, e.g. algorithm=protonet (a key column; repeat to AND several): adds each row's "
+        "paired difference from its baseline row with a 95%% interval and p-value",
+    )
     args = parser.parse_args(argv)
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
         parser.exit(2, f"error: not a directory: {', '.join(missing)}\n")
-    table, failed = runs_table(args.dirs)
+    try:
+        table, failed = runs_table(args.dirs, args.baseline)
+    except UserError as e:
+        parser.exit(2, f"error: {e}\n")
     if table.empty and failed.empty:
         parser.exit(2, f"error: no run dirs (with .hydra/config.yaml) under {', '.join(map(str, args.dirs))}\n")
     out = args.out or args.dirs[0]

@@ -17,9 +17,10 @@ from fewshot_exp.build import build_algorithm, check_batch_memory, load_splits, 
 from fewshot_exp.checkpoint import RESUME_KEYS, load_checkpoint, remove_partial_writes
 from fewshot_exp.config import train_shape, validate
 from fewshot_exp.errors import UserError
-from fewshot_exp.evaluate import evaluate, lake_runs_error
+from fewshot_exp.evaluate import Accuracy, episodes_fingerprint, evaluate, lake_runs_error
 from fewshot_exp.pretrained import init_encoder
 from fewshot_exp.provenance import provenance
+from fewshot_exp.run_files import TEST_EPISODES_FILE
 from fewshot_exp.scheduler import is_requeue, job_id
 from fewshot_exp.tracking import Tracker
 from fewshot_exp.train import check_resume_device, train
@@ -60,6 +61,30 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def episodes_table(accuracy: Accuracy) -> Any:
+    """A DataFrame of one row per evaluated episode: episode (its number in the order drawn), acc, loss."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "episode": range(accuracy.episodes),
+            "acc": accuracy.per_episode.tolist(),
+            "loss": accuracy.per_episode_loss.tolist(),
+        }
+    )
+
+
+def episodes_csv(accuracy: Accuracy) -> str:
+    return episodes_table(accuracy).to_csv(index=False)
+
+
+def log_test_episodes(tracker: Tracker, test: Accuracy, step: int) -> None:
+    """The per-episode test accuracies to W&B: a histogram and a table (the paired comparisons of the report read
+    them from the run dir's TEST_EPISODES_FILE)."""
+    tracker.log_histogram("test/acc_per_episode", test.per_episode.tolist(), step)
+    tracker.log_table("test/per_episode", episodes_table(test), step)
 
 
 def config_differences(cfg: Any, saved_yaml: str) -> list[str]:
@@ -149,7 +174,7 @@ def run_experiment(
     splits = load_splits(cfg, device)
     origin = provenance(splits, device)
     check_batch_memory(cfg, splits)  # training only: an eval_only run samples no training batch
-    episode_samplers = samplers(cfg, splits, cfg.seed)
+    episode_samplers = samplers(cfg, splits)
     algorithm = build_algorithm(cfg, splits.train.images.shape[1], device)
     choices = choices or {}
     tags = [*cfg.logger.tags, *(f"{k}={choices[k]}" for k in ("algorithm", "dataset", "distance") if k in choices)]
@@ -179,6 +204,7 @@ def run_experiment(
             "test/acc_ci95": test.ci95,
             "test/loss": test.loss,
             "test/episodes": test.episodes,
+            "test/episodes_fingerprint": episodes_fingerprint(episode_samplers["test"], test.drawn),
             "test/n_way": cfg.episode.n_way,
             "test/k_shot": cfg.episode.k_shot,
             "val/best_acc": best_val,
@@ -191,8 +217,11 @@ def run_experiment(
             sampler = episode_samplers["test"]
             channels = sampler.split.images.shape[1]  # the runs are grey
             results.update(lake_runs_error(algorithm, lake_runs, device, sampler.normalize, channels))
-        tracker.log({k: v for k, v in results.items() if k.startswith("test/")}, cfg.train.episodes)
+        numbers = {k: v for k, v in results.items() if k.startswith("test/") and isinstance(v, (int, float))}
+        tracker.log(numbers, cfg.train.episodes)
         tracker.summary({k: v for k, v in results.items() if k != "provenance"})
+        log_test_episodes(tracker, test, cfg.train.episodes)
+        write_atomically(run_dir / TEST_EPISODES_FILE, episodes_csv(test))
         write_atomically(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
         from fewshot_exp.viz import end_of_run  # matplotlib, only now
 

@@ -7,7 +7,9 @@ the checkpoint), with this command's overrides on top; a checkpoint without its 
 config. Every (n_way, k_shot) of `eval.n_ways` x `eval.k_shots` (each defaulting to the `episode` value) is
 checked against the test split before any evaluation, then evaluated on `eval.episodes` episodes of
 `episode.n_query` queries per class. The points go to `results.json` (`curve`), `curve.csv`, a plot
-`acc_vs_shots.png`, and W&B (a table and the plot), and `python -m fewshot_exp.report` shows them.
+`acc_vs_shots.png`, and W&B (a table and the plot), and `python -m fewshot_exp.report` shows them; every
+episode's accuracy goes to `curve_episodes.csv`. Each point's test episodes are those a training run of that
+shape draws (`eval.seed`), so at the training shape the curve repeats the run's own test.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from fewshot_exp.build import build_algorithm, load_splits, samplers, select_device
+from fewshot_exp.build import build_algorithm, episode_seed, load_splits, samplers, select_device
 from fewshot_exp.checkpoint import checkpoint_path, load_checkpoint
 from fewshot_exp.config import head_outputs, saved_overrides, train_shape, validate
 from fewshot_exp.data.episodes import EpisodeSampler, check_shape
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
-from fewshot_exp.evaluate import evaluate
+from fewshot_exp.evaluate import episodes_fingerprint, evaluate
 from fewshot_exp.provenance import provenance
-from fewshot_exp.run import held_run_files, wandb_config, write_atomically
+from fewshot_exp.run import episodes_table, held_run_files, wandb_config, write_atomically
+from fewshot_exp.run_files import CURVE_EPISODES_FILE
 from fewshot_exp.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -75,11 +78,11 @@ def shapes(cfg: Any) -> list[tuple[int, int]]:
 
 
 def test_samplers(cfg: Any, splits: Splits, points: list[tuple[int, int]]) -> list[EpisodeSampler]:
-    """One test sampler per shape, each from the test generator's seed (normalised as in training)."""
+    """One test sampler per shape, each from the test generator's seed (normalised as in training), so each
+    point is tested on the episodes a run of that shape is tested on."""
     for n_way, k_shot in points:  # all shapes are checked before anything is evaluated
         check_shape(splits.test, "test", n_way, k_shot, cfg.episode.n_query)
-    device = splits.test.images.device
-    normalize = samplers(cfg, splits, cfg.seed)["test"].normalize
+    normalize = samplers(cfg, splits)["test"].normalize
     return [
         EpisodeSampler(
             splits.test,
@@ -87,7 +90,7 @@ def test_samplers(cfg: Any, splits: Splits, points: list[tuple[int, int]]) -> li
             k_shot,
             cfg.episode.n_query,
             cfg.episode.tasks,
-            torch.Generator(device=device).manual_seed(cfg.seed + 2),
+            torch.Generator().manual_seed(episode_seed(cfg, "test")),
             "test",
             None,
             normalize,
@@ -106,8 +109,9 @@ def load_weights(algorithm: torch.nn.Module, state: dict[str, Any], path: Path) 
         ) from None
 
 
-def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]], dict[str, Any]]:
-    """(the checkpoint file, the config the model was rebuilt with, one result per evaluated shape, provenance)."""
+def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]], pd.DataFrame, dict[str, Any]]:
+    """(the checkpoint file, the config the model was rebuilt with, one result per evaluated shape, the accuracy of
+    every episode of every shape, provenance)."""
     path = checkpoint_file(cfg.checkpoint)
     state = load_checkpoint(path, needs=("algorithm", "config"))
     model_cfg = training_config(path, cfg)
@@ -118,7 +122,7 @@ def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]], dict[str, Any
     episode_samplers = test_samplers(model_cfg, splits, points)
     algorithm = build_algorithm(model_cfg, splits.train.images.shape[1], device)
     load_weights(algorithm, state, path)
-    curve = []
+    curve, per_episode = [], []
     for (n_way, k_shot), sampler in zip(points, episode_samplers):
         desc = f"test {n_way}-way {k_shot}-shot"
         acc = evaluate(algorithm, sampler, model_cfg.eval.episodes, model_cfg.eval.batch_images, desc=desc)
@@ -131,9 +135,12 @@ def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]], dict[str, Any
                 "ci95": acc.ci95,
                 "loss": acc.loss,
                 "episodes": acc.episodes,
+                "episodes_fingerprint": episodes_fingerprint(sampler, acc.drawn),
             }
         )
-    return path, model_cfg, curve, provenance(splits, device)
+        per_episode.append(episodes_table(acc).assign(n_way=n_way, k_shot=k_shot))
+    columns = ["n_way", "k_shot", "episode", "acc", "loss"]
+    return path, model_cfg, curve, pd.concat(per_episode)[columns], provenance(splits, device)
 
 
 def training_choices(checkpoint: Path, choices: dict[str, str]) -> dict[str, str]:
@@ -169,7 +176,7 @@ def run_shot_curve(cfg: Any, run_dir: Path, name: str, group: str, choices: dict
     held = held_run_files(run_dir)
     if held:  # e.g. hydra.run.dir=<the run being evaluated>
         raise UserError(f"{run_dir} already holds a run ({', '.join(held)}): evaluate into another hydra.run.dir")
-    path, model_cfg, curve, origin = shot_curve(cfg)
+    path, model_cfg, curve, per_episode, origin = shot_curve(cfg)
     choices = training_choices(path, choices)  # the model's, as the training run's W&B config and tags have them
     model = model_identity(path, model_cfg, choices)
     results = {"eval_only": True, "model": model, "curve": curve, "provenance": origin}
@@ -186,6 +193,7 @@ def run_shot_curve(cfg: Any, run_dir: Path, name: str, group: str, choices: dict
     try:
         table = pd.DataFrame(curve)
         table.to_csv(run_dir / "curve.csv", index=False)
+        write_atomically(run_dir / CURVE_EPISODES_FILE, per_episode.to_csv(index=False))
         plot_curve(curve, model, run_dir / "acc_vs_shots.png")
         tracker.log_table("test/curve", table, step=0)
         tracker.log_images({"test/acc_vs_shots": run_dir / "acc_vs_shots.png"}, step=0)

@@ -156,6 +156,16 @@ class Tracker:
 
         self.wandb_run.log({key: wandb.Table(dataframe=table)}, step=step)
 
+    def log_histogram(self, key: str, values: list[float], step: int) -> None:
+        """Values as a W&B histogram (not written to metrics.jsonl)."""
+        if self.wandb_run is not None:
+            self._guard("log", self._log_histogram, key, values, step)
+
+    def _log_histogram(self, key: str, values: list[float], step: int) -> None:
+        import wandb
+
+        self.wandb_run.log({key: wandb.Histogram(values)}, step=step)
+
     def summary(self, metrics: dict[str, Any]) -> None:
         if self.wandb_run is not None:
             self._guard("summary", self.wandb_run.summary.update, metrics)

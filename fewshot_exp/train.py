@@ -25,6 +25,7 @@ import torch
 from omegaconf import OmegaConf
 
 from fewshot_exp.algorithms.base import FewShotAlgorithm
+from fewshot_exp.build import episode_seed
 from fewshot_exp.checkpoint import save_checkpoint
 from fewshot_exp.data.episodes import Episode, EpisodeSampler
 from fewshot_exp.errors import UserError
@@ -223,7 +224,7 @@ def train(
                 progress.running.zero_()
                 progress.since_log = 0
             if step % tc.val_every == 0 or step == tc.episodes:
-                samplers["val"].generator.manual_seed(cfg.seed + 1)  # the same validation episodes every time
+                samplers["val"].generator.manual_seed(episode_seed(cfg, "val"))  # the same episodes every time
                 val = evaluate(algorithm, samplers["val"], tc.val_episodes, cfg.eval.batch_images)
                 tracker.log({"val/acc": val.mean, "val/acc_ci95": val.ci95, "val/loss": val.loss}, step)
                 if val.mean > progress.best_val:

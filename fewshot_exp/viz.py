@@ -8,7 +8,8 @@
   their predicted class; a wrong prediction is framed in red.
 
 Both go to the run dir and to W&B (`viz/embedding`, `viz/gallery`). The episode is drawn from the test split with
-its own generator (seed + 3), so it is the same for the same seed and does not change any reported number.
+its own generator (`eval.seed` + SEED_OFFSETS["viz"], fewshot_exp/build.py), so it is the same for every run on the
+same data and shape, and does not change any reported number.
 An algorithm with a `mapping_report` (multiproto) also gets `<algorithm>.json` and a log line at every run end.
 """
 
@@ -29,6 +30,7 @@ import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from fewshot_exp.algorithms.base import FewShotAlgorithm  # noqa: E402
+from fewshot_exp.build import episode_seed  # noqa: E402
 from fewshot_exp.data.episodes import Episode, EpisodeSampler  # noqa: E402
 from fewshot_exp.errors import UserError  # noqa: E402
 
@@ -162,8 +164,8 @@ def plot_gallery(episode: Episode, logits: torch.Tensor, path: Path, title: str 
 
 
 def viz_sampler(test: EpisodeSampler, seed: int) -> EpisodeSampler:
-    """A one-task sampler over the test split with its own generator, of raw images in [0, 1]."""
-    generator = torch.Generator(device=test.split.images.device).manual_seed(seed + 3)
+    """A one-task sampler over the test split with its own CPU generator seeded `seed`, of raw images in [0, 1]."""
+    generator = torch.Generator().manual_seed(seed)
     return EpisodeSampler(test.split, test.n_way, test.k_shot, test.n_query, 1, generator, "test")
 
 
@@ -222,9 +224,9 @@ def end_of_run(
     """What run.py calls after the test: the multi-prototype report (when the algorithm has one) and, with
     `viz=true`, the plots (PNG in the run dir, images in W&B through the tracker, if any).
     benchmarks/viz_run.py calls it on a finished run."""
-    sampler = viz_sampler(test, cfg.seed)
+    sampler = viz_sampler(test, episode_seed(cfg, "viz"))
     normalize = getattr(test, "normalize", None)
-    episode = sampler.sample()  # the plotted episode: the same for every algorithm with the same seed
+    episode = sampler.sample()  # the plotted episode: the same for every run on the same data and shape
     name = str(cfg.algorithm._target_).rsplit(".", 2)[-2]  # the module: multiproto, protonet, ...
     if hasattr(algorithm, "mapping_report"):
         episodes = [normalized(sampler.sample(), normalize) for _ in range(REPORT_EPISODES)]

@@ -8,7 +8,7 @@ from fewshot_exp.algorithms.protonet import ProtoNet
 from fewshot_exp.data.episodes import EpisodeSampler
 from fewshot_exp.distances import Distance
 from fewshot_exp.encoders import Conv4
-from fewshot_exp.evaluate import evaluate, mean_ci95
+from fewshot_exp.evaluate import episodes_fingerprint, evaluate, mean_ci95
 
 
 def test_ci95_formula():
@@ -35,7 +35,7 @@ def test_batched_evaluation_equals_one_episode_at_a_time():
 
     batched = evaluate(model, sampler(), 12, batch_images=1000)  # 12 tasks in one forward
     one_sampler = sampler()
-    episodes = one_sampler.sample(12)
+    episodes = one_sampler.episode(torch.cat([one_sampler.draw(1) for _ in range(12)]))  # drawn one at a time
     model.eval()
     with torch.no_grad():
         per_task = []
@@ -53,6 +53,28 @@ def test_batched_evaluation_equals_one_episode_at_a_time():
     mean, ci = mean_ci95(torch.stack(per_task))
     assert math.isclose(batched.mean, mean, abs_tol=1e-6) and math.isclose(batched.ci95, ci, abs_tol=1e-6)
     assert batched.episodes == 12
+    torch.testing.assert_close(batched.per_episode, torch.stack(per_task).double())
+
+
+def test_episodes_do_not_depend_on_the_batching_and_their_fingerprint_names_them():
+    """The same episodes, accuracies and fingerprint for any batch_images; the first n of a longer evaluation are
+    an evaluation of n; another seed or shape gives another fingerprint."""
+    split = random_imageset(10, 8, size=16)
+    torch.manual_seed(0)
+    model = ProtoNet(Conv4(1, 8, 8), Distance("l2"))
+
+    def run(episodes, batch_images, seed=1, k_shot=2):
+        sampler = EpisodeSampler(split, 5, k_shot, 3, 1, torch.Generator().manual_seed(seed))
+        acc = evaluate(model, sampler, episodes, batch_images=batch_images)
+        return acc, episodes_fingerprint(sampler, acc.drawn)
+
+    (one, one_fp), (many, many_fp) = run(9, 25), run(9, 1000)
+    assert torch.equal(one.drawn, many.drawn) and one_fp == many_fp
+    torch.testing.assert_close(one.per_episode, many.per_episode)
+    assert one.per_episode.shape == one.per_episode_loss.shape == (9,)
+    assert math.isclose(one.mean, float(one.per_episode.mean()), rel_tol=1e-12)
+    assert torch.equal(run(4, 1000)[0].drawn, one.drawn[:4])
+    assert run(9, 25, seed=2)[1] != one_fp and run(9, 25, k_shot=3)[1] != one_fp and len(one_fp) == 16
 
 
 def test_evaluate_splits_into_forwards_that_fit_the_image_budget():

@@ -61,7 +61,8 @@ def test_sweep_then_report(glyphs_root, tmp_path, capsys):
 def fake_run(run_dir: Path, overrides: list[str], acc: float | None, mode: str = "RUN", config: str = "") -> None:
     """A run dir as `python -m fewshot_exp` leaves it, with made-up numbers (`acc` None: no results.json)."""
     (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "config.yaml").write_text(f"seed: 0\nepisode: {{n_way: 5, k_shot: 1}}\n{config}")
+    seed = next((o.split("=")[1] for o in overrides if o.startswith("seed=")), 0)
+    (run_dir / ".hydra" / "config.yaml").write_text(f"seed: {seed}\nepisode: {{n_way: 5, k_shot: 1}}\n{config}")
     (run_dir / ".hydra" / "hydra.yaml").write_text(
         f"hydra:\n  mode: {mode}\n  sweep: {{dir: 'outputs/multirun/${{now:%Y-%m-%d_%H-%M-%S}}'}}\n"  # as saved
         "  runtime:\n    choices: {dataset: glyphs, algorithm: protonet, distance: l2}\n"

@@ -38,7 +38,14 @@ def test_curve_from_a_checkpoint(trained, tmp_path, capsys):
     assert curve[3]["acc"] == trained_acc
     assert curve[0]["acc"] > curve[2]["acc"]  # 3-way is easier than 5-way
     assert "5-way 5-shot: " in proc.stdout
-    assert pd.read_csv(out / "curve.csv").shape == (4, 6)
+    assert pd.read_csv(out / "curve.csv").shape == (4, 7)
+    trained_results = json.loads((trained / "results.json").read_text())  # ... on the very same episodes
+    assert curve[3]["episodes_fingerprint"] == trained_results["test/episodes_fingerprint"]
+    assert len({p["episodes_fingerprint"] for p in curve}) == 4
+    per_episode = pd.read_csv(out / "curve_episodes.csv")
+    assert list(per_episode.columns) == ["n_way", "k_shot", "episode", "acc", "loss"] and len(per_episode) == 4 * 50
+    point = per_episode[(per_episode.n_way == 5) & (per_episode.k_shot == 5)]
+    assert point.acc.tolist() == pd.read_csv(trained / "test_episodes.csv").acc.tolist()
     assert (out / "acc_vs_shots.png").stat().st_size > 10_000
 
     run = logged_run(out)  # the W&B run: a table and the plot, the points in the summary

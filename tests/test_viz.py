@@ -83,7 +83,9 @@ def test_hallucination_explains_its_generated_points_and_renders(tmp_path):
 
 def test_viz_off_draws_nothing(tmp_path):
     algorithm, sampler = hallucination_episode(tmp_path)
-    cfg = OmegaConf.create({"viz": False, "viz_projection": "pca", "seed": 0, "algorithm": {"_target_": "a.b.c"}})
+    cfg = OmegaConf.create(
+        {"viz": False, "viz_projection": "pca", "seed": 0, "eval": {"seed": 0}, "algorithm": {"_target_": "a.b.c"}}
+    )
     end_of_run(algorithm, sampler, cfg, tmp_path, tracker=None)
     assert list(tmp_path.iterdir()) == []
 

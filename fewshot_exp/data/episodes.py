@@ -1,9 +1,11 @@
 """Episodes and the episode sampler: N classes, K support + Q query images per class, T tasks.
 
 Sampling is vectorised over tasks and classes (no per-image Python work) and drawn from a
-`torch.Generator` seeded by the run, so the same seed gives the same episodes. A sampler may
-augment its images (training episodes; random numbers from the same generator) and normalise them
-(`fewshot_exp/data/augment.py`).
+`torch.Generator` seeded by the run, so the same seed gives the same episodes. Drawing (which images, in
+which role) is apart from making the episode (gathering, augmenting, normalising the images), so an evaluation
+can draw its episodes one at a time, independently of how many it evaluates per forward pass, on a CPU
+generator, the same on every device. A sampler may augment its images (training episodes; random numbers from
+the same generator) and normalise them (`fewshot_exp/data/augment.py`).
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def batch_bytes(split: ImageSet, n_way: int, k_shot: int, n_query: int, tasks: i
 
 
 class EpisodeSampler:
-    """Draws batches of tasks from one split. All tensors stay on the split's device."""
+    """Draws batches of tasks from one split. The images stay on the split's device; which images make an episode
+    is drawn on the generator's device (the split's, or the CPU)."""
 
     def __init__(
         self,
@@ -85,25 +88,39 @@ class EpisodeSampler:
         self.generator = generator
         self.augment, self.normalize = augment, normalize  # [B, C, H, W] floats in [0, 1] -> same shape
         self._max_count = int(split.counts.max())
-        self._pad = torch.arange(self._max_count, device=split.images.device)  # [M]
+        drawn_on = generator.device  # the split's, or the CPU for evaluation episodes on any device
+        self._counts, self._offsets = split.counts.to(drawn_on), split.offsets.to(drawn_on)
+        self._pad = torch.arange(self._max_count, device=drawn_on)  # [M]
 
     def sample(self, tasks: int | None = None) -> Episode:
-        tasks = self.tasks if tasks is None else tasks
+        return self.episode(self.draw(self.tasks if tasks is None else tasks))
+
+    def draw(self, tasks: int) -> torch.Tensor:
+        """Which images make `tasks` episodes: indices [T, N, K+Q] into the split, each class's first K the
+        support and the rest the query; on the generator's device."""
         split, n, k, q = self.split, self.n_way, self.k_shot, self.n_query
-        device = split.images.device
+        device = self.generator.device
         # Classes: the first n of a random permutation per task.
         classes = torch.rand(tasks, split.n_classes, generator=self.generator, device=device).argsort(1)[
             :, :n
         ]  # [T, N]
         # Images: the first k+q of a random permutation of each class's images (padding slots sort last).
-        counts = split.counts[classes]  # [T, N]
+        counts = self._counts[classes]  # [T, N]
         keys = torch.rand(tasks, n, self._max_count, generator=self.generator, device=device)
         keys = keys.masked_fill(self._pad >= counts[..., None], 2.0)
         within = keys.argsort(2)[..., : k + q]  # [T, N, K+Q]
-        index = split.offsets[classes][..., None] + within  # [T, N, K+Q]
+        return self._offsets[classes][..., None] + within  # [T, N, K+Q]
+
+    def episode(self, index: torch.Tensor) -> Episode:
+        """The episodes of drawn indices [T, N, K+Q] (`draw`): images gathered, augmented and normalised; the
+        i-th class of an episode has label i."""
+        split, n, k = self.split, self.n_way, self.k_shot
+        device = split.images.device
+        index = index.to(device)
+        tasks = index.shape[0]
         x = self.prepare(to_float(split.images[index]))  # [T, N, K+Q, C, H, W]
         labels = torch.arange(n, device=device).view(1, n, 1)
-        y = labels.expand(tasks, n, k + q)
+        y = labels.expand(tasks, n, index.shape[2])
         return Episode(
             support_x=x[:, :, :k].flatten(1, 2),
             support_y=y[:, :, :k].flatten(1, 2),

@@ -319,4 +319,3 @@ def load_glyphs(cfg: Any) -> Splits:
         target.setdefault(alphabet, []).append((character, images))
     train, val = background_splits(background, cfg.val_alphabets, cfg.rotation_classes)
     return Splits(train, val, to_imageset(evaluation))
-
