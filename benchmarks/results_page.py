@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -178,6 +179,18 @@ def wall_time(run: Run) -> str:
     return duration(run.info.get("wall_s"))
 
 
+def shown_overrides(run: Run) -> list[str]:
+    """The overrides the run ran with; the Omniglot directory, a path of this machine, as DIR."""
+    if run.needs_omniglot or run.ran_overrides is None:
+        return [o.replace(OMNIGLOT, "DIR") for o in run.overrides]
+    return run.ran_overrides
+
+
+def without_paths(text: str) -> str:
+    """A command line with the value of --omniglot, a path of this machine, as DIR."""
+    return re.sub(r"--omniglot(=|\s+)\S+", r"--omniglot\1DIR", text)
+
+
 def table_line(run: Run) -> list[str]:
     """what, command, test accuracy, best validation accuracy, Omniglot runs error, wall time."""
     if run.results is None:
@@ -188,7 +201,7 @@ def table_line(run: Run) -> list[str]:
     lake = results.get("test/lake_error")
     return [
         f"{run.what}: {setting(results)}",
-        command(run.ran_overrides if run.ran_overrides is not None else run.overrides),
+        command(shown_overrides(run)),
         accuracy(results),
         percent(results["val/best_acc"]) if results.get("val/best_acc") is not None else "",
         "–" if lake is None else f"{lake:.2f}%",
@@ -224,7 +237,12 @@ def header(runs: list[Run]) -> str:
         ("commit", distinct({n: commit_text(i) for n, i in done.items()})),
         ("date", dates),
         ("hardware", distinct({n: hardware_text(i.get("machine") or {}) for n, i in done.items()})),
-        ("command", distinct({n: f"`{i['command']}`" if i.get("command") else NOT_RECORDED for n, i in done.items()})),
+        (
+            "command",
+            distinct(
+                {n: f"`{without_paths(i['command'])}`" if i.get("command") else NOT_RECORDED for n, i in done.items()}
+            ),
+        ),  # fmt: skip
     ]
     return " · ".join(f"**{name}** {value}" for name, value in fields)
 
@@ -264,7 +282,7 @@ def page(runs: list[Run], page_command: str) -> str:
         lines += [header(runs), ""]
         commands = {run.info.get("command") for run in runs if run.results is not None}
         if page_command not in commands:
-            lines += [f"Page written by `{page_command}`.", ""]
+            lines += [f"Page written by `{without_paths(page_command)}`.", ""]
     else:
         lines += [
             "No results have been generated yet. To train and test every experiment below and write this page:",

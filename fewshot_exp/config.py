@@ -566,6 +566,7 @@ def validate(cfg: Any) -> None:
     if cfg.distance.name not in ("l2", "cosine", "dot"):
         raise UserError(f"distance.name must be one of l2, cosine, dot, got {cfg.distance.name!r}")
     _positive("distance.temperature", cfg.distance.temperature)
+    _positive("logger.init_timeout", cfg.logger.get("init_timeout", LoggerConfig.init_timeout))
     if cfg.viz and cfg.viz_projection == Projection.tsne and importlib.util.find_spec("sklearn") is None:
         raise UserError("viz_projection=tsne needs scikit-learn: pip install scikit-learn (or use viz_projection=pca)")
     outputs = head_outputs(cfg)

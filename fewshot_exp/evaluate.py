@@ -94,7 +94,7 @@ def episodes_fingerprint(sampler: EpisodeSampler, drawn: torch.Tensor) -> str:
     digest = hashlib.sha256()
     update(digest, sampler.split)
     digest.update(f"k_shot={sampler.k_shot} drawn={tuple(drawn.shape)}".encode())
-    digest.update(memoryview(drawn.to(torch.int64).contiguous().numpy()).cast("B"))
+    digest.update(memoryview(drawn.to("cpu", torch.int64).contiguous().numpy()).cast("B"))
     return digest.hexdigest()[:16]
 
 

@@ -13,7 +13,8 @@ LOG_INTERVAL_S = 60.0  # seconds between updates when stderr is not a terminal
 
 
 def progress(iterable: Iterable | None = None, show: bool = True, **kwargs: Any) -> tqdm:
-    """A tqdm bar (`show=False`: a silent one); tqdm's own TQDM_* environment variables still apply."""
+    """A tqdm bar (`show=False`: a silent one). TQDM_DISABLE still applies; the refresh intervals are this
+    module's."""
     if not show:
         kwargs["disable"] = True
     interactive = sys.stderr.isatty()

@@ -6,11 +6,13 @@ n_way, k_shot, other swept keys). A configuration run with several seeds reports
 t-based 95% interval across seeds (`ci95`), the number of seeds, and the mean within-run episode interval
 (`episode_ci95`); a single run reports its own episode interval. `--baseline key=value` adds, for every row
 tested on the same episodes as its baseline row, the paired difference with its 95% interval and a paired
-t-test's p-value (over episodes for single runs, over seeds otherwise). Prints the table as markdown and
-writes `report.md`, `report.csv` and `acc_vs_shots.png` (one panel per dataset and n_way, one line per
-algorithm, the CI as a band) into `--out` (default: the first dir). Runs without results.json are listed
-as failed. An `eval_only=true` run (a test-shot curve of one checkpoint) gives one row per (n_way, k_shot)
-it evaluated. `--wandb` logs the table and the plot to W&B as a run of the sweep's group.
+t-test's p-value (over episodes for single runs, over seeds otherwise); beside them, the best validation
+accuracy, the training time and speed (timing.json) and the parameter count. Prints the table as markdown and
+writes `report.md` (the table and its plots), `report.csv`, `acc_vs_shots.png` (one panel per dataset and
+n_way, one line per algorithm, the CI as a band) and `curves.png` (training and validation curves from
+metrics.jsonl) into `--out` (default: the first dir). Runs without results.json are listed as failed. An
+`eval_only=true` run (a test-shot curve of one checkpoint) gives one row per (n_way, k_shot) it evaluated.
+`--wandb` logs the table and the plots to W&B as a run of the sweep's group.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from omegaconf import OmegaConf  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from fewshot_exp.errors import UserError  # noqa: E402
-from fewshot_exp.run_files import CURVE_EPISODES_FILE, TEST_EPISODES_FILE  # noqa: E402
+from fewshot_exp.run_files import CURVE_EPISODES_FILE, METRICS_FILE, TEST_EPISODES_FILE, TIMING_FILE  # noqa: E402
 
 KEYS = ["dataset", "algorithm", "distance", "n_way", "k_shot"]
-RUN_VALUES = {"run_dir", "seed", "acc", "ci95", "episodes", "lake_error", "val_best", "fingerprint", "per_episode"}
+RUN_VALUES = {"run_dir", "seed", "acc", "ci95", "episodes", "lake_error", "val_best", "fingerprint", "per_episode",
+              "wall_s", "episodes_per_s", "parameters"}  # fmt: skip
 # the columns of the report that are results, not configuration
-VALUES = ["acc", "ci95", "seeds", "episode_ci95", "episodes", "val_best", "lake_error", "episodes_fingerprint"]
+VALUES = ["acc", "ci95", "seeds", "episode_ci95", "episodes", "val_best", "lake_error", "episodes_fingerprint",
+          "wall_s", "episodes_per_s", "parameters"]  # fmt: skip
 PAIRED = ["vs_baseline", "diff", "diff_ci95", "p_value"]  # with --baseline
 NOT_SWEPT = {
     "seed",
@@ -51,6 +55,7 @@ NOT_SWEPT = {
     "eval.lake_runs",
     "logger",
     "logger.mode",
+    "logger.init_timeout",
     "eval_only",
     "resume",  # a resumed run is the same run
 }
@@ -88,7 +93,8 @@ def read_run(run_dir: Path) -> list[dict]:
         episodes = read_episodes(run_dir / CURVE_EPISODES_FILE)
         return [
             {**row, **model, "n_way": p["n_way"], "k_shot": p["k_shot"], "acc": p["acc"], "ci95": p["ci95"],
-             "episodes": p["episodes"], "lake_error": None, "val_best": None,
+             "episodes": p["episodes"], "lake_error": None, "val_best": None, "wall_s": None,
+             "episodes_per_s": None, "parameters": None,
              "fingerprint": p.get("episodes_fingerprint"), "per_episode": point_accuracies(episodes, p)}
             for p in results["curve"]
         ]  # fmt: skip
@@ -98,10 +104,18 @@ def read_run(run_dir: Path) -> list[dict]:
         episodes=results["test/episodes"],
         lake_error=results.get("test/lake_error"),
         val_best=results.get("val/best_acc"),
+        parameters=results.get("model/parameters"),
+        **training_speed(run_dir / TIMING_FILE),
         fingerprint=results.get("test/episodes_fingerprint"),
         per_episode=point_accuracies(read_episodes(run_dir / TEST_EPISODES_FILE)),
     )
     return [row]
+
+
+def training_speed(path: Path) -> dict[str, float | None]:
+    """wall_s and episodes_per_s of a run's training on its machine (TIMING_FILE; None without it)."""
+    timing = json.loads(path.read_text()) if path.is_file() else {}
+    return {"wall_s": timing.get("train/wall_s"), "episodes_per_s": timing.get("train/episodes_per_s")}
 
 
 def read_episodes(path: Path) -> pd.DataFrame | None:
@@ -165,6 +179,9 @@ def summary(runs: pd.DataFrame) -> dict:
         "episode_ci95": episode_ci95,
         "episodes": runs["episodes"].iloc[0],
         "val_best": pd.to_numeric(runs["val_best"]).mean(),
+        "wall_s": pd.to_numeric(runs["wall_s"]).mean(),
+        "episodes_per_s": pd.to_numeric(runs["episodes_per_s"]).mean(),
+        "parameters": pd.to_numeric(runs["parameters"]).max(),
         "lake_error": pd.to_numeric(runs["lake_error"]).mean(),
         "episodes_fingerprint": common_fingerprint(runs),
     }
@@ -178,7 +195,7 @@ def runs_table(dirs: list[Path], baseline: list[str] | None = None) -> tuple[pd.
         return done, failed
     groups = {key: runs for key, runs in done.groupby(keys, sort=True)}
     table = pd.DataFrame([{**dict(zip(keys, key)), **summary(runs)} for key, runs in groups.items()])
-    for column in ("val_best", "lake_error", "episodes_fingerprint"):
+    for column in ("val_best", "lake_error", "episodes_fingerprint", "wall_s", "episodes_per_s", "parameters"):
         if table[column].isna().all():
             table = table.drop(columns=column)
     if baseline:
@@ -284,13 +301,19 @@ def markdown(table: pd.DataFrame) -> str:
         shown["val best (%)"] = blank_nan(100 * table.val_best)
     if "lake_error" in table:
         shown["lake_error"] = blank_nan(table.lake_error)
+    if "wall_s" in table:
+        shown["train wall (s)"] = blank_nan(table.wall_s)
+        shown["train ep/s"] = blank_nan(table.episodes_per_s)
+    if "parameters" in table:
+        shown["parameters"] = blank_nan(table.parameters)
     if "diff" in table:
         shown["diff (%)"] = [
             f"{percent(d, '+')} ± {percent(c)}" if pd.notna(d) else "" for d, c in zip(table["diff"], table.diff_ci95)
         ]
         shown["p"] = blank_nan(table.p_value)
         shown["vs_baseline"] = table.vs_baseline
-    formats = {"episode ci95 (%)": ".2f", "val best (%)": ".2f", "p": ".3g"}
+    formats = {"episode ci95 (%)": ".2f", "val best (%)": ".2f", "p": ".3g", "train wall (s)": ".0f",
+               "train ep/s": ".1f", "parameters": ".0f"}  # fmt: skip
     return shown.to_markdown(index=False, floatfmt=[formats.get(c, "g") for c in shown.columns], missingval="")
 
 
@@ -319,6 +342,54 @@ def plot_acc_vs_shots(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def read_metrics(run_dir: Path) -> pd.DataFrame:
+    """A run's metrics.jsonl as one row per step (training and validation rows merged); empty without it."""
+    path = run_dir / METRICS_FILE
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line cut short by a kill
+            continue
+    rows = [r for r in rows if isinstance(r, dict) and "step" in r and not any(k.startswith("test/") for k in r)]
+    return pd.DataFrame(rows).groupby("step").first() if rows else pd.DataFrame()
+
+
+CURVES = [("train/loss", "training loss"), ("train/acc", "training accuracy"), ("val/acc", "validation accuracy")]
+
+
+def plot_training_curves(done: pd.DataFrame, keys: list[str], path: Path) -> bool:
+    """Training loss, training accuracy and validation accuracy against episodes, one line per configuration (its
+    seeds averaged step by step); False, and no file, when no run has metrics."""
+    varying = [k for k in keys if done[k].nunique() > 1] or keys[:2]
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4), squeeze=False)
+    drawn = False
+    for config, runs in done.groupby(varying, sort=True):
+        metrics = [read_metrics(Path(d)) for d in runs["run_dir"]]
+        metrics = [m for m in metrics if not m.empty]
+        if not metrics:
+            continue
+        mean = pd.concat(metrics).groupby(level=0).mean(numeric_only=True)
+        values = config if isinstance(config, tuple) else (config,)
+        label = ", ".join(str(v) if k in ("algorithm", "distance") else f"{k}={v}" for k, v in zip(varying, values))
+        for ax, (column, _) in zip(axes[0], CURVES):
+            if column in mean:
+                points = mean[column].dropna()
+                ax.plot(points.index, points.values, marker="o" if column.startswith("val/") else None, label=label)
+                drawn = True
+    for ax, (_, title) in zip(axes[0], CURVES):
+        ax.set(title=title, xlabel="training episode")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    if drawn:
+        fig.savefig(path, dpi=120)
+    else:
+        path.unlink(missing_ok=True)  # not an earlier report's curves
+    plt.close(fig)
+    return drawn
+
+
 def wandb_place(dirs: list[Path]) -> tuple[str, str, str | None]:
     """(group, project, entity) of the first run, as `python -m fewshot_exp` chose them: `logger.group`, else the
     name of the sweep dir a multirun job is in, else `experiment_name`; with no run, the dir's name and the defaults."""
@@ -335,9 +406,9 @@ def wandb_place(dirs: list[Path]) -> tuple[str, str, str | None]:
 
 
 def to_wandb(
-    table: pd.DataFrame, plot: Path | None, out: Path, group: str, project: str, entity: str | None
+    table: pd.DataFrame, figures: dict[str, Path], out: Path, group: str, project: str, entity: str | None
 ) -> str | None:
-    """The table and the plot as a W&B run of job type `report` in the runs' group; returns its id."""
+    """The table and the plots as a W&B run of job type `report` in the runs' group; returns its id."""
     from types import SimpleNamespace
 
     from fewshot_exp.config import LoggerConfig
@@ -347,11 +418,24 @@ def to_wandb(
     logger = SimpleNamespace(name="wandb", project=project, entity=entity, mode=mode, init_timeout=timeout)
     tracker = Tracker(out, logger, name=f"report:{group}", group=group, tags=["report"], job_type="report")
     tracker.log_table("report/table", table, step=0)
-    if plot is not None:
-        tracker.log_images({"report/acc_vs_shots": plot}, step=0)
+    if figures:
+        tracker.log_images({f"report/{path.stem}": path for path in figures.values()}, step=0)
     run_id = tracker.run_id
     tracker.finish()
     return run_id
+
+
+def draw_figures(table: pd.DataFrame, dirs: list[Path], out: Path) -> dict[str, Path]:
+    """The report's plots in `out`, by title: accuracy against shots, and the training curves where runs have
+    metrics."""
+    if table.empty:
+        return {}
+    figures = {"test accuracy against shots": out / "acc_vs_shots.png"}
+    plot_acc_vs_shots(table, figures["test accuracy against shots"])
+    done, _, keys = run_rows(dirs)
+    if plot_training_curves(done, keys, out / "curves.png"):
+        figures["training curves"] = out / "curves.png"
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,14 +469,13 @@ def main(argv: list[str] | None = None) -> int:
     if not failed.empty:
         text += "\n\nFailed runs:\n" + "\n".join(f"- {r.run_dir}: {r.failed}" for r in failed.itertuples())
     print(text)
-    (out / "report.md").write_text(text + "\n")
     table.to_csv(out / "report.csv", index=False)
-    plot = out / "acc_vs_shots.png" if not table.empty else None
-    if plot is not None:
-        plot_acc_vs_shots(table, plot)
+    figures = draw_figures(table, args.dirs, out)
+    figure_links = [f"![{title}]({path.name})" for title, path in figures.items()]
+    (out / "report.md").write_text("\n\n".join([text, *figure_links]) + "\n")
     if args.wandb:
         group, project, entity = wandb_place(args.dirs)
-        run_id = to_wandb(table, plot, out, args.group or group, args.project or project, args.entity or entity)
+        run_id = to_wandb(table, figures, out, args.group or group, args.project or project, args.entity or entity)
         print(f"W&B: report run {run_id}" if run_id else "W&B: not logged (see the warning above)")
     return 1 if not failed.empty else 0
 

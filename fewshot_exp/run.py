@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import Accuracy, episodes_fingerprint, evaluate, lake_runs_error
 from fewshot_exp.pretrained import init_encoder
 from fewshot_exp.provenance import provenance
-from fewshot_exp.run_files import TEST_EPISODES_FILE
+from fewshot_exp.run_files import TEST_EPISODES_FILE, TIMING_FILE
 from fewshot_exp.scheduler import is_requeue, job_id
 from fewshot_exp.tracking import Tracker
 from fewshot_exp.train import check_resume_device, train
@@ -85,6 +86,16 @@ def log_test_episodes(tracker: Tracker, test: Accuracy, step: int) -> None:
     them from the run dir's TEST_EPISODES_FILE)."""
     tracker.log_histogram("test/acc_per_episode", test.per_episode.tolist(), step)
     tracker.log_table("test/per_episode", episodes_table(test), step)
+
+
+def training_time(seconds: float, episodes: int, resume_from: dict[str, Any] | None) -> dict[str, float]:
+    """This process's training time (validation included) and speed; a resumed run counts its own episodes."""
+    trained = episodes - (resume_from["progress"]["episode"] if resume_from is not None else 0)
+    return {
+        "train/wall_s": seconds,
+        "train/timed_episodes": trained,
+        "train/episodes_per_s": trained / max(seconds, 1e-9),
+    }
 
 
 def config_differences(cfg: Any, saved_yaml: str) -> list[str]:
@@ -195,7 +206,9 @@ def run_experiment(
     )
     exit_code = 1
     try:
+        started = time.perf_counter()
         best_val = train(algorithm, episode_samplers, cfg, tracker, run_dir, device, resume_from)
+        timing = training_time(time.perf_counter() - started, cfg.train.episodes, resume_from)
         algorithm.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["algorithm"])
         test = evaluate(algorithm, episode_samplers["test"], cfg.eval.episodes, cfg.eval.batch_images, desc="test")
         t = train_shape(cfg)
@@ -211,6 +224,7 @@ def run_experiment(
             "train/episodes": cfg.train.episodes,
             "train/n_way": t.n_way,
             "train/k_shot": t.k_shot,
+            "model/parameters": sum(p.numel() for p in algorithm.parameters()),
             "provenance": origin,
         }
         if lake_runs is not None:
@@ -219,7 +233,9 @@ def run_experiment(
             results.update(lake_runs_error(algorithm, lake_runs, device, sampler.normalize, channels))
         numbers = {k: v for k, v in results.items() if k.startswith("test/") and isinstance(v, (int, float))}
         tracker.log(numbers, cfg.train.episodes)
-        tracker.summary({k: v for k, v in results.items() if k != "provenance"})
+        tracker.summary({**{k: v for k, v in results.items() if k != "provenance"}, **timing})
+        if timing["train/timed_episodes"] > 0 or not (run_dir / TIMING_FILE).exists():  # a resume after training
+            write_atomically(run_dir / TIMING_FILE, json.dumps(timing, indent=2) + "\n")  # keeps what trained
         log_test_episodes(tracker, test, cfg.train.episodes)
         write_atomically(run_dir / TEST_EPISODES_FILE, episodes_csv(test))
         write_atomically(run_dir / "results.json", json.dumps(results, indent=2) + "\n")

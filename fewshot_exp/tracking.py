@@ -16,7 +16,8 @@ from typing import Any
 
 def logged_in_to_wandb() -> bool:
     """W&B's own credential lookup (WANDB_API_KEY, the netrc entry of WANDB_BASE_URL's host, identity tokens),
-    without prompting and without asking the server."""
+    without prompting. With credentials found, W&B's "logged in as" message asks the server for the user name,
+    within W&B's own few-second timeout (not at all under WANDB_SILENT)."""
     import wandb
 
     return bool(wandb.login(prompt=False, verify=False))
@@ -119,6 +120,9 @@ class Tracker:
                 f"({type(e).__name__}); continuing offline: `wandb sync {self.run_dir / 'wandb'}` uploads it later",
                 stacklevel=2,
             )
+            if previous_id is not None:  # offline, the continued run is a new one that says which it continues
+                resumed = {"resumed_from": previous_id, "resumed_at_episode": resume[1]}
+                settings["config"] = {**(settings["config"] or {}), **resumed}
             self.wandb_run = wandb.init(mode="offline", **settings)
 
     def _guard(self, what: str, fn: Any, *args: Any) -> None:

@@ -220,7 +220,7 @@ def train(
                 tracker.log(
                     {"train/loss": loss_avg, "train/acc": acc_avg, "train/lr": scheduler.get_last_lr()[0]}, step
                 )
-                bar.set_postfix(loss=f"{loss_avg:.3f}", acc=f"{acc_avg:.3f}")
+                bar.set_postfix(loss=f"{loss_avg:.3f}", acc=f"{acc_avg:.3f}", refresh=False)  # shown at the next redraw
                 progress.running.zero_()
                 progress.since_log = 0
             if step % tc.val_every == 0 or step == tc.episodes:

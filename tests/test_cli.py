@@ -131,3 +131,14 @@ def test_a_shot_curve_up_to_32_shots_from_one_checkpoint(default_run, tmp_path):
     assert [p["k_shot"] for p in curve] == [1, 2, 4, 8, 16, 32] and all(p["episodes"] == 10 for p in curve)
     assert "5-way 32-shot:" in proc.stdout
     assert logged_run(tmp_path)["job_type"] == "eval"
+
+
+def test_progress_bars_do_not_flood_a_log_file(glyphs_root, tmp_path):
+    """stderr is a pipe here, as in a SLURM log: each bar is drawn when it starts and ends, not at every update."""
+    proc = run_cli(
+        *TINY, "logger=none", f"dataset.root={glyphs_root}", f"hydra.run.dir={tmp_path}", env={"TQDM_DISABLE": ""}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    draws = proc.stderr.replace("\r", "\n").splitlines()
+    assert 1 <= sum(line.startswith("train:") for line in draws) <= 3, proc.stderr[-3000:]
+    assert sum(line.startswith("test:") for line in draws) <= 3

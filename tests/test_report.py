@@ -48,7 +48,14 @@ def test_sweep_then_report(glyphs_root, tmp_path, capsys):
         assert abs(row.acc - expected["test/acc"]) < 1e-9 and abs(row.ci95 - expected["test/acc_ci95"]) < 1e-9
         assert f"{100 * expected['test/acc']:.2f} ± {100 * expected['test/acc_ci95']:.2f}" in printed
     assert (tmp_path / "report" / "acc_vs_shots.png").stat().st_size > 10_000
-    assert (tmp_path / "report" / "report.md").read_text().startswith("| dataset")
+    assert (tmp_path / "report" / "curves.png").stat().st_size > 10_000  # loss and accuracy against episodes
+    shown = (tmp_path / "report" / "report.md").read_text()
+    assert shown.startswith("| dataset") and "![test accuracy against shots](acc_vs_shots.png)" in shown
+    assert "![training curves](curves.png)" in shown and "train ep/s" in shown and "parameters" in shown
+    for row in table.itertuples():  # the measured speed and the model size of the run
+        timing = json.loads((results[row.k_shot] / "timing.json").read_text())
+        assert row.wall_s == timing["train/wall_s"] and row.episodes_per_s == timing["train/episodes_per_s"]
+        assert timing["train/timed_episodes"] == 10 and row.parameters > 100_000  # Conv-4 with 64 channels
 
     # the same sweep dir again, one good job: its summary is of this sweep, not the earlier failure
     again = run_cli("-m", "episode.k_shot=2", *TINY, f"dataset.root={glyphs_root}", f"hydra.sweep.dir={sweep}")
@@ -135,5 +142,5 @@ def test_two_by_two_by_two_sweep_is_eight_wandb_runs_in_one_group(glyphs_root, t
     assert report_run["project"] == runs[0]["project"] == "fewshot-exp"
     logged = {key: value for row in report_run["history"] for key, value in row.items()}
     assert (logged["report/table/_type"], logged["report/table/nrows"]) == ("table-file", 8)
-    assert logged["report/acc_vs_shots/_type"] == "image-file"
+    assert logged["report/acc_vs_shots/_type"] == logged["report/curves/_type"] == "image-file"
     assert "W&B: report run" in capsys.readouterr().out

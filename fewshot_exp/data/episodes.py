@@ -54,6 +54,8 @@ def check_shape(split: ImageSet, split_name: str, n_way: int, k_shot: int, n_que
 
 def fitting_shape(have: int, k_shot: int, n_query: int, keys: str) -> str:
     """Advice for a class of `have` images that cannot hold k_shot + n_query: the n_query that fits, else a k_shot."""
+    if have < 2:
+        return "no episode fits: a class with one image has no room for a query besides its support image"
     if k_shot < have:
         other = f" (or a k_shot of at most {have - n_query})" if n_query < have else ""
         return f"use {keys}.n_query={have - k_shot}{other}"
