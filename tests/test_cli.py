@@ -134,9 +134,15 @@ def test_a_shot_curve_up_to_32_shots_from_one_checkpoint(default_run, tmp_path):
 
 
 def test_progress_bars_do_not_flood_a_log_file(glyphs_root, tmp_path):
-    """stderr is a pipe here, as in a SLURM log: each bar is drawn when it starts and ends, not at every update."""
+    """stderr is a pipe here, as in a SLURM log: each bar is drawn when it starts and ends, not at every update.
+    A new interpreter: tqdm reads TQDM_* variables when it is imported, the fork server imported it with bars off."""
     proc = run_cli(
-        *TINY, "logger=none", f"dataset.root={glyphs_root}", f"hydra.run.dir={tmp_path}", env={"TQDM_DISABLE": ""}
+        *TINY,
+        "logger=none",
+        f"dataset.root={glyphs_root}",
+        f"hydra.run.dir={tmp_path}",
+        env={"TQDM_DISABLE": ""},
+        fresh=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     draws = proc.stderr.replace("\r", "\n").splitlines()
