@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from fewshot_exp.run_files import METRICS_FILE
+
 
 def logged_in_to_wandb() -> bool:
     """W&B's own credential lookup (WANDB_API_KEY, the netrc entry of WANDB_BASE_URL's host, identity tokens),
@@ -69,8 +71,8 @@ class Tracker:
         or, offline, starts a new run whose config says which run it continues."""
         self.run_dir = Path(run_dir)
         if resume is not None:
-            truncate_metrics(self.run_dir / "metrics.jsonl", resume[1])
-        self.metrics_file = open(self.run_dir / "metrics.jsonl", "a")
+            truncate_metrics(self.run_dir / METRICS_FILE, resume[1])
+        self.metrics_file = open(self.run_dir / METRICS_FILE, "a")
         self.wandb_run = None
         if logger_cfg is not None and logger_cfg.name == "wandb" and logger_cfg.mode.value != "disabled":
             self._guard("init", self._init_wandb, logger_cfg, name, group, config, tags, resume, job_type)
