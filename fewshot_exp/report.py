@@ -36,7 +36,7 @@ from fewshot_exp.errors import UserError  # noqa: E402
 from fewshot_exp.run_files import CURVE_EPISODES_FILE, METRICS_FILE, TEST_EPISODES_FILE, TIMING_FILE  # noqa: E402
 
 KEYS = ["dataset", "algorithm", "distance", "n_way", "k_shot"]
-RUN_VALUES = {"run_dir", "seed", "acc", "ci95", "episodes", "lake_error", "val_best", "fingerprint", "per_episode",
+RUN_VALUES = {"run_dir", "checkpoint", "seed", "acc", "ci95", "episodes", "lake_error", "val_best", "fingerprint", "per_episode",
               "wall_s", "episodes_per_s", "parameters"}  # fmt: skip
 # the columns of the report that are results, not configuration
 VALUES = ["acc", "ci95", "seeds", "episode_ci95", "episodes", "val_best", "lake_error", "episodes_fingerprint",
@@ -87,12 +87,11 @@ def read_run(run_dir: Path) -> list[dict]:
         message = error.read_text().strip().splitlines() if error.is_file() else []
         return [{**row, "failed": message[0] if message else "no results.json"}]  # the message, not the traceback
     results = json.loads(results_file.read_text())
-    if "curve" in results:  # the model is the checkpoint's: its dataset, algorithm and training shape
-        model = {k: v for k, v in results["model"].items() if k in ("dataset", "algorithm", "distance", "checkpoint")}
-        row = {k: v for k, v in row.items() if k not in ("eval.k_shots", "eval.n_ways", "checkpoint")}
+    if "curve" in results:
+        row = {**without(row, {"eval.k_shots", "eval.n_ways", "checkpoint"}), **curve_model(results["model"])}
         episodes = read_episodes(run_dir / CURVE_EPISODES_FILE)
         return [
-            {**row, **model, "n_way": p["n_way"], "k_shot": p["k_shot"], "acc": p["acc"], "ci95": p["ci95"],
+            {**row, "n_way": p["n_way"], "k_shot": p["k_shot"], "acc": p["acc"], "ci95": p["ci95"],
              "episodes": p["episodes"], "lake_error": None, "val_best": None, "wall_s": None,
              "episodes_per_s": None, "parameters": None,
              "fingerprint": p.get("episodes_fingerprint"), "per_episode": point_accuracies(episodes, p)}
@@ -110,6 +109,20 @@ def read_run(run_dir: Path) -> list[dict]:
         per_episode=point_accuracies(read_episodes(run_dir / TEST_EPISODES_FILE)),
     )
     return [row]
+
+
+def without(row: dict, keys: set[str]) -> dict:
+    return {k: v for k, v in row.items() if k not in keys}
+
+
+def curve_model(model: dict) -> dict:
+    """A shot curve's model as report columns: its dataset, algorithm and distance, its training shape and seed,
+    and its training run's overrides as key columns (the checkpoint path is a value, so that curves of one
+    configuration trained with several seeds are one row per shape)."""
+    keys = {k: model[k] for k in ("dataset", "algorithm", "distance", "checkpoint") if k in model}
+    trained = {k: model[k] for k in ("train_n_way", "train_k_shot", "seed") if k in model}
+    swept = {k: v for k, v in (model.get("overrides") or {}).items() if k.lstrip("+~") not in NOT_SWEPT}
+    return {**swept, **keys, **trained}
 
 
 def training_speed(path: Path) -> dict[str, float | None]:
@@ -380,9 +393,9 @@ def plot_training_curves(done: pd.DataFrame, keys: list[str], path: Path) -> boo
     for ax, (_, title) in zip(axes[0], CURVES):
         ax.set(title=title, xlabel="training episode")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize="small")
     fig.tight_layout()
     if drawn:
+        axes[0][0].legend(fontsize="small")
         fig.savefig(path, dpi=120)
     else:
         path.unlink(missing_ok=True)  # not an earlier report's curves

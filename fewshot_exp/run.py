@@ -48,14 +48,30 @@ def load_lake_runs_for(cfg: Any) -> list | None:
     return load_lake_runs(cfg.eval.lake_runs, cfg.dataset.image_size)
 
 
+def flat(values: dict, prefix: str = "") -> dict:
+    """Nested dicts as one level, keys joined by dots (`{"episode": {"k_shot": 5}}` -> `{"episode.k_shot": 5}`);
+    a class path (`_target_`, `_partial_`) is left out."""
+    out = {}
+    for key, value in values.items():
+        if key in ("_target_", "_partial_"):
+            continue
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def wandb_config(cfg: Any, choices: dict[str, str], origin: dict[str, Any] | None = None) -> dict:
-    """The resolved config plus the chosen option of each config group (`choices.algorithm=protonet`, ...) and the
-    run's provenance (fewshot_exp/provenance.py)."""
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    config["choices"] = dict(choices)
+    """The W&B run config, flat and named as on the command line, so that the dashboard groups, filters and plots
+    by what was swept: each config group's chosen option under the group's name (`algorithm: protomaml`), every
+    resolved value under its dotted key (`episode.k_shot`, `algorithm.inner_lr`), and the run's provenance
+    (`provenance.git_commit`, ...; fewshot_exp/provenance.py)."""
+    config = {group: option for group, option in choices.items() if not group.startswith("hydra")}
+    values = flat(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     if origin is not None:
-        config["provenance"] = origin
-    return config
+        values.update(flat({"provenance": origin}))
+    return {**values, **config}
 
 
 def write_atomically(path: Path, text: str) -> None:

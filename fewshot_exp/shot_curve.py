@@ -150,8 +150,10 @@ def training_choices(checkpoint: Path, choices: dict[str, str]) -> dict[str, str
 
 
 def model_identity(checkpoint: Path, model_cfg: Any, choices: dict[str, str]) -> dict[str, Any]:
-    """What was evaluated: the training run's config group choices (`training_choices`) and training shape."""
+    """What was evaluated: the training run's config group choices (`training_choices`), training shape, seed and
+    command-line overrides (so that the report tells apart, and pairs by seed, curves of different trainings)."""
     t = train_shape(model_cfg)
+    trained_with = saved_overrides(checkpoint.parent, [], skip=KEPT_FROM_COMMAND)
     return {
         "checkpoint": str(checkpoint),
         "dataset": choices.get("dataset", model_cfg.dataset.name),
@@ -159,6 +161,8 @@ def model_identity(checkpoint: Path, model_cfg: Any, choices: dict[str, str]) ->
         "distance": choices.get("distance", model_cfg.distance.name),
         "train_n_way": t.n_way,
         "train_k_shot": t.k_shot,
+        "seed": model_cfg.seed,
+        "overrides": dict(o.split("=", 1) for o in trained_with if "=" in o),
     }
 
 

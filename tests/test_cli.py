@@ -48,11 +48,14 @@ def test_wandb_offline_run_has_the_metrics(default_run):
     assert (
         run["name"] == "eval.episodes=50,train.episodes=30,train.log_every=10,train.val_episodes=20,train.val_every=15"
     )
-    assert run["config"]["choices"]["algorithm"] == "protonet"
-    assert run["config"]["episode"]["k_shot"] == 5
+    assert run["config"]["algorithm"] == "protonet" and run["config"]["dataset"] == "glyphs"  # flat, as typed
+    assert run["config"]["episode.k_shot"] == 5 and run["config"]["train.episodes"] == 30
+    ours = {k: v for k, v in run["config"].items() if k != "_wandb"}  # W&B's own entry
+    assert not any(isinstance(v, dict) or k.endswith("_target_") for k, v in ours.items())
     assert "algorithm=protonet" in run["tags"]
     assert run["job_type"] == "train"
-    assert run["config"]["provenance"] == json.loads((default_run / "results.json").read_text())["provenance"]
+    provenance = json.loads((default_run / "results.json").read_text())["provenance"]
+    assert {k: run["config"][f"provenance.{k}"] for k in provenance} == provenance
 
 
 def test_a_forked_run_ends_where_a_new_interpreter_does(default_run, glyphs_root, tmp_path):

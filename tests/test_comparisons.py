@@ -106,6 +106,44 @@ def test_single_runs_are_compared_episode_by_episode_and_other_episodes_are_mark
     assert "episodes differ" in capsys.readouterr().out
 
 
+def made_up_curve(run_dir: Path, algorithm: str, seed: int, accs: dict[int, np.ndarray]) -> None:
+    """An eval_only run dir: the shot curve at the shots of `accs` of a checkpoint of `algorithm` trained with `seed`
+    (and episode.k_shot=4), with those per-episode accuracies."""
+    fake_run(run_dir, ["eval_only=true", f"checkpoint=/ckpt/{algorithm}{seed}", "eval.k_shots=[2,8]"], None)
+    model = {"checkpoint": f"/ckpt/{algorithm}{seed}/best.pt", "dataset": "glyphs", "algorithm": algorithm,
+             "distance": "l2", "train_n_way": 5, "train_k_shot": 4, "seed": seed,
+             "overrides": {"algorithm": algorithm, "episode.k_shot": "4", "seed": str(seed)}}  # fmt: skip
+    curve = [{"n_way": 5, "k_shot": k, "acc": float(a.mean()), "ci95": 0.01, "episodes": len(a),
+              "episodes_fingerprint": f"k{k}"} for k, a in accs.items()]  # fmt: skip
+    (run_dir / "results.json").write_text(json.dumps({"eval_only": True, "model": model, "curve": curve}))
+    tables = [pd.DataFrame({"n_way": 5, "k_shot": k, "episode": range(len(a)), "acc": a}) for k, a in accs.items()]
+    pd.concat(tables).to_csv(run_dir / "curve_episodes.csv", index=False)
+
+
+def test_shot_curves_are_rows_per_configuration_and_shot_paired_by_seed(tmp_path):
+    """Curves of checkpoints trained with several seeds: one row per (algorithm, shots), its seeds summarised,
+    ProtoMAML paired with ProtoNet at each shot, seed by seed; a single seed is paired episode by episode."""
+    accs = {}
+    for algorithm, skill in (("protonet", 0.0), ("protomaml", 0.03)):
+        for seed in (0, 1):
+            accs[algorithm, seed] = {k: episode_accuracies(seed + 7 * k, skill + 0.01 * k) for k in (2, 8)}
+            made_up_curve(tmp_path / "runs" / f"{algorithm}{seed}", algorithm, seed, accs[algorithm, seed])
+    table = report(tmp_path, "--baseline", "algorithm=protonet").reset_index()
+    assert len(table) == 4 and "checkpoint" not in table and set(table.seeds) == {2}
+    for k in (2, 8):
+        row = table[(table.algorithm == "protomaml") & (table.k_shot == k)].iloc[0]
+        diff = np.array([accs["protomaml", s][k].mean() - accs["protonet", s][k].mean() for s in (0, 1)])
+        assert row.vs_baseline == "paired over 2 seeds" and math.isclose(row["diff"], diff.mean(), rel_tol=1e-9)
+
+    for seed_one in tmp_path.glob("runs/*1"):
+        seed_one.rename(tmp_path / seed_one.name)  # one seed each: paired over the episodes of each shot
+    table = report(tmp_path, "--baseline", "algorithm=protonet").reset_index()
+    row = table[(table.algorithm == "protomaml") & (table.k_shot == 8)].iloc[0]
+    d = accs["protomaml", 0][8] - accs["protonet", 0][8]
+    assert row.vs_baseline == "paired over 60 episodes" and math.isclose(row.p_value, stats.ttest_rel(
+        accs["protomaml", 0][8], accs["protonet", 0][8]).pvalue, rel_tol=1e-9) and math.isclose(row["diff"], d.mean())
+
+
 @pytest.mark.parametrize(
     "baseline, message",
     [

@@ -128,7 +128,7 @@ def test_two_by_two_by_two_sweep_is_eight_wandb_runs_in_one_group(glyphs_root, t
     runs = [logged_run(d) for d in job_dirs]
     assert {r["group"] for r in runs} == {"2x2x2"}
     assert len({r["name"] for r in runs}) == 8 and all("seed" not in r["name"] for r in runs)
-    swept = {(r["config"]["choices"]["algorithm"], r["config"]["episode"]["n_way"], r["config"]["episode"]["k_shot"])
+    swept = {(r["config"]["algorithm"], r["config"]["episode.n_way"], r["config"]["episode.k_shot"])
              for r in runs}  # fmt: skip
     assert swept == {(a, n, k) for a in ("protonet", "protomaml") for n in (2, 3) for k in (1, 2)}
 

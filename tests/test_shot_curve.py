@@ -50,7 +50,7 @@ def test_curve_from_a_checkpoint(trained, tmp_path, capsys):
 
     run = logged_run(out)  # the W&B run: a table and the plot, the points in the summary
     assert "eval_only" in run["tags"] and "distance=cosine" in run["tags"]  # the model's choices, not this command's
-    assert run["config"]["choices"]["distance"] == "cosine" and run["config"]["distance"]["name"] == "cosine"
+    assert run["config"]["distance"] == "cosine" and run["config"]["distance.name"] == "cosine"
     assert run["summary"]["test/acc@5way5shot"] == trained_acc
     logged = {key: value for row in run["history"] for key, value in row.items()}
     assert (logged["test/curve/_type"], logged["test/curve/nrows"]) == ("table-file", 4)
