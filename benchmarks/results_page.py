@@ -17,6 +17,7 @@ import argparse
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from typing import Any
 import yaml
 from tabulate import tabulate
 
+from benchmarks import tutorial
 from benchmarks.provenance import NOT_RECORDED, commit_text, hardware, hardware_text, now, record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +49,8 @@ RUNNER_OVERRIDES = ["logger=none"]
 RESUME = "resume=true"
 INFO = "results_page.json"
 DEFAULT_DIR = REPO / "outputs" / "results_page"
+TUTORIAL = "tutorial"  # --only tutorial: benchmarks/tutorial.py's comparison, into <dir>/tutorial
+IMG_DIR = REPO / "docs" / "img"
 
 
 @dataclass
@@ -80,7 +84,7 @@ def resolved(overrides: list[str], omniglot: Path | None) -> list[str]:
 def selected(only: list[str] | None, omniglot: Path | None) -> dict[str, list[str]]:
     """name -> overrides of the experiments to run: those of `only` (default all), those needing Omniglot only
     with `omniglot`."""
-    names = only or list(EXPERIMENTS)
+    names = list(EXPERIMENTS) if only is None else only
     overrides = {name: EXPERIMENTS[name][1] for name in names}
     return {name: resolved(o, omniglot) for name, o in overrides.items() if omniglot or not needs_omniglot(o)}
 
@@ -268,8 +272,58 @@ def notes(runs: list[Run]) -> list[str]:
     return out
 
 
-def page(runs: list[Run], page_command: str) -> str:
-    """docs/results.md: the provenance header, the table and its notes; with no results yet, the command to run."""
+def shown_step(argv: list[str], out: Path) -> str:
+    """A tutorial step's command as the docs show it, the output dir as `outputs/tutorial`."""
+    return shlex.join(["python", *argv]).replace(str(out.resolve()), "outputs/tutorial")
+
+
+def step_wall(entry: dict[str, Any]) -> str:
+    return "not recorded (resumed)" if entry.get("resumed") else duration(entry.get("wall_s"))
+
+
+def tutorial_section(out: Path) -> list[str]:
+    """The tutorial comparison's section: its commands, what each took, the report's table and its plot (copied
+    into docs/img)."""
+    shots = ", ".join(map(str, tutorial.SHOTS))
+    lines = [
+        "## ProtoNet, MAML and ProtoMAML against the number of shots",
+        "",
+        f"The reference tutorial's comparison on the default data: each algorithm trained at 5-way "
+        f"{tutorial.TRAIN_SHOT}-shot (Conv-4, 2000 episodes), its best checkpoint then tested at {shots} shots on "
+        "the same test episodes at each shot, and compared with ProtoNet at each shot, paired episode by episode. "
+        "Each algorithm is one training seed, so every interval is over test episodes, not over trainings.",
+        "",
+    ]
+    report = out / "report" / "report.md"
+    if not report.is_file():
+        command = f"python -m benchmarks.results_page --run {DEFAULT_DIR.relative_to(REPO)} --only {TUTORIAL}"
+        return [*lines, f"Not run yet: `{command}` runs it and writes this section.", ""]
+    entries = json.loads((out / tutorial.INFO).read_text())["steps"] if (out / tutorial.INFO).is_file() else {}
+    first = next(iter(entries.values()), {})
+    starts = sorted(e["started"] for e in entries.values() if e.get("started"))
+    lines += [
+        f"**commit** {distinct({n: commit_text(e) for n, e in entries.items()}) if entries else NOT_RECORDED} · "
+        f"**date** {starts[0] if starts else NOT_RECORDED} · **hardware** {hardware_text(first.get('machine') or {})}",
+        "",
+        "| step | command | wall time |",
+        "|---|---|---:|",
+        *(f"| {name} | `{shown_step(argv, out)}` | {step_wall(entries.get(name, {}))} |"
+          for name, argv in tutorial.steps(out, [])),
+        "",
+        f"The page's runs add `{' '.join(RUNNER_OVERRIDES)}` to each `fewshot_exp` command; no number depends on it.",
+        "",
+    ]  # fmt: skip
+    table = report.read_text().split("\n\n![")[0].strip()
+    figure = out / "report" / "acc_vs_shots.png"
+    if figure.is_file():
+        IMG_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(figure, IMG_DIR / tutorial.FIGURE)
+    return [*lines, table, "", f"![test accuracy against shots](img/{tutorial.FIGURE})", ""]
+
+
+def page(runs: list[Run], page_command: str, out_dir: Path) -> str:
+    """docs/results.md: the provenance header, the table and its notes (with no results yet, the command to run),
+    and the tutorial comparison's section (from out_dir/tutorial)."""
     lines = [
         "# Results",
         "",
@@ -295,6 +349,7 @@ def page(runs: list[Run], page_command: str) -> str:
             "",
         ]
     lines += [table(runs), "", *(f"- {note}" for note in notes(runs)), ""]
+    lines += tutorial_section(out_dir / TUTORIAL)
     return "\n".join(lines)
 
 
@@ -310,10 +365,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--omniglot", type=Path, metavar="DIR", help="the Omniglot files: also run what needs them")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
     args = parser.parse_args(argv)
-    unknown = [n for n in args.only or [] if n not in EXPERIMENTS]
+    unknown = [n for n in args.only or [] if n not in EXPERIMENTS and n != TUTORIAL]
     if unknown:
-        parser.error(f"--only: no experiment {', '.join(unknown)} (experiments: {', '.join(EXPERIMENTS)})")
-    lacking = [n for n in args.only or [] if not args.omniglot and needs_omniglot(EXPERIMENTS[n][1])]
+        names = ", ".join([*EXPERIMENTS, TUTORIAL])
+        parser.error(f"--only: no experiment {', '.join(unknown)} (experiments: {names})")
+    experiments = [n for n in args.only or [] if n in EXPERIMENTS]
+    lacking = [n for n in experiments if not args.omniglot and needs_omniglot(EXPERIMENTS[n][1])]
     if lacking:
         parser.error(f"--only {', '.join(lacking)}: needs the Omniglot files (--omniglot DIR)")
     return args
@@ -324,12 +381,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out_dir, failed = args.run or args.dir, []
     if args.run:
-        for name, overrides in selected(args.only, args.omniglot).items():
+        only = None if args.only is None else [n for n in args.only if n in EXPERIMENTS]
+        for name, overrides in selected(only, args.omniglot).items():
             if run_experiment(name, overrides, out_dir, page_argv) != 0:
                 failed.append(name)
+        if TUTORIAL in (args.only or [TUTORIAL]):
+            if tutorial.run(out_dir / TUTORIAL, RUNNER_OVERRIDES, page_argv) != 0:
+                failed.append(TUTORIAL)
     runs = [read_run(name, out_dir) for name in EXPERIMENTS]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(page(runs, shlex.join(["python", "-m", "benchmarks.results_page", *page_argv])))
+    args.out.write_text(page(runs, shlex.join(["python", "-m", "benchmarks.results_page", *page_argv]), out_dir))
     print(f"wrote {args.out}")
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")

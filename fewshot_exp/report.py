@@ -36,8 +36,8 @@ from fewshot_exp.errors import UserError  # noqa: E402
 from fewshot_exp.run_files import CURVE_EPISODES_FILE, METRICS_FILE, TEST_EPISODES_FILE, TIMING_FILE  # noqa: E402
 
 KEYS = ["dataset", "algorithm", "distance", "n_way", "k_shot"]
-RUN_VALUES = {"run_dir", "checkpoint", "seed", "acc", "ci95", "episodes", "lake_error", "val_best", "fingerprint", "per_episode",
-              "wall_s", "episodes_per_s", "parameters"}  # fmt: skip
+RUN_VALUES = {"run_dir", "checkpoint", "seed", "acc", "ci95", "episodes", "lake_error", "val_best", "fingerprint",
+              "per_episode", "wall_s", "episodes_per_s", "parameters"}  # fmt: skip
 # the columns of the report that are results, not configuration
 VALUES = ["acc", "ci95", "seeds", "episode_ci95", "episodes", "val_best", "lake_error", "episodes_fingerprint",
           "wall_s", "episodes_per_s", "parameters"]  # fmt: skip

@@ -140,8 +140,13 @@ def test_shot_curves_are_rows_per_configuration_and_shot_paired_by_seed(tmp_path
     table = report(tmp_path, "--baseline", "algorithm=protonet").reset_index()
     row = table[(table.algorithm == "protomaml") & (table.k_shot == 8)].iloc[0]
     d = accs["protomaml", 0][8] - accs["protonet", 0][8]
-    assert row.vs_baseline == "paired over 60 episodes" and math.isclose(row.p_value, stats.ttest_rel(
-        accs["protomaml", 0][8], accs["protonet", 0][8]).pvalue, rel_tol=1e-9) and math.isclose(row["diff"], d.mean())
+    assert (
+        row.vs_baseline == "paired over 60 episodes"
+        and math.isclose(
+            row.p_value, stats.ttest_rel(accs["protomaml", 0][8], accs["protonet", 0][8]).pvalue, rel_tol=1e-9
+        )
+        and math.isclose(row["diff"], d.mean())
+    )
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ def test_results_page_has_the_provenance_header_and_each_runs_numbers(tmp_path):
     fake_run(tmp_path, "omniglot_minimal", omniglot, **{"test/acc": 0.7954, "test/acc_ci95": 0.0036,
              "val/best_acc": 0.823, "test/lake_error": 15.0})  # fmt: skip
     runs = [results_page.read_run(name, tmp_path) for name in results_page.EXPERIMENTS]
-    text = results_page.page(runs, "python -m benchmarks.results_page --run out")
+    text = results_page.page(runs, "python -m benchmarks.results_page --run out", tmp_path)
     header = next(line for line in text.splitlines() if line.startswith("**commit**"))
     assert "`abc1234` + uncommitted changes" in header
     assert "2030-01-01 10:00:00 +0000 to 2030-01-01 10:03:37 +0000" in header
@@ -46,7 +46,8 @@ def test_results_page_has_the_provenance_header_and_each_runs_numbers(tmp_path):
 
 def test_results_page_without_runs_gives_the_command(tmp_path):
     runs = [results_page.read_run(name, tmp_path) for name in results_page.EXPERIMENTS]
-    text = results_page.page(runs, "python -m benchmarks.results_page")
+    text = results_page.page(runs, "python -m benchmarks.results_page", tmp_path)
+    assert "Not run yet: `python -m benchmarks.results_page --run outputs/results_page --only tutorial`" in text
     assert "No results have been generated yet" in text
     assert "python -m benchmarks.results_page --run outputs/results_page" in text
     assert "`omniglot_minimal` was not run: it needs the Omniglot files" in text
