@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
@@ -21,10 +22,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from fewshot_exp import sweep
+from fewshot_exp import stopping, sweep
 from fewshot_exp.config import register_configs, saved_overrides
 from fewshot_exp.errors import UserError
 from fewshot_exp.extras import check_extras
+from fewshot_exp.run_lock import DirInUse, held
 from fewshot_exp.sweep import record_failure
 from fewshot_exp.train import DivergedError, Interrupted
 from fewshot_exp.typos import check_known_keys, explain
@@ -52,7 +54,10 @@ def one_line(e: BaseException) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip() and not NOISE.match(line.strip())]
     start = _options_start(lines)
     head, options = lines[: start + 1], lines[start + 1 :]
-    return explain("; ".join(head) + (f" {', '.join(options)}" if options else ""))
+    message = explain("; ".join(head) + (f" {', '.join(options)}" if options else ""))
+    if "missing EQUAL" in message:  # a word on its own: most often the rest of an unquoted value with a space
+        message += "; a value with spaces must be quoted for the shell and for Hydra: key=\"'a b'\""
+    return message
 
 
 def _options_start(lines: list[str]) -> int:
@@ -83,19 +88,23 @@ def main(cfg: DictConfig) -> float:
     group = cfg.logger.group or (Path(hc.sweep.dir).name if multirun else cfg.experiment_name)
     name = hc.job.override_dirname or cfg.experiment_name
     run_dir = Path(hc.runtime.output_dir)
+    stopping.enter("start-up", run_dir)
     try:
-        if cfg.eval_only:
-            from fewshot_exp.shot_curve import run_shot_curve
+        with held(run_dir):
+            if cfg.eval_only:
+                from fewshot_exp.shot_curve import run_shot_curve
 
-            results = run_shot_curve(cfg, run_dir, name, group, dict(hc.runtime.choices))
-        else:
-            results = run_experiment(cfg, run_dir, name=name, group=group, choices=dict(hc.runtime.choices))
+                results = run_shot_curve(cfg, run_dir, name, group, dict(hc.runtime.choices))
+            else:
+                results = run_experiment(cfg, run_dir, name=name, group=group, choices=dict(hc.runtime.choices))
     except Exception as e:
         if isinstance(e, Interrupted):  # a signal stops the whole sweep, not just this job
             print(f"stopped: {e}", file=sys.stderr)
-            sys.exit(130)
+            sys.exit(stopping.exit_status(e.signum))
         if multirun:  # isolate the failure: record it, let the other jobs run
-            record_failure(run_dir, Path(hc.sweep.dir), hc.job.override_dirname, e)
+            # a dir another process holds is left as it is (no error.txt written into it)
+            own = not isinstance(e, DirInUse)
+            record_failure(run_dir, Path(hc.sweep.dir), hc.job.override_dirname, e, own_dir=own)
             print(f"job {hc.job.num} failed: {one_line(e)}", file=sys.stderr)
             if "optuna" in str(hc.sweeper.get("_target_", "")):  # the sweeper marks a trial that raises FAIL;
                 raise  # one returning NaN, optuna 2 refuses and the study stops
@@ -140,6 +149,14 @@ def quoted_paths(argv: list[str]) -> list[str]:
         needs_quotes = any(c in value for c in "=,") and value[:1] not in "'\""
         out.append(f"{key}={quoted(value)}" if key in PATH_KEYS and needs_quotes and Path(value).exists() else arg)
     return out
+
+
+def check_dirs(argv: list[str]) -> None:
+    """`hydra.run.dir=` or `hydra.sweep.dir=` left empty would write the run into the working directory."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and not unquoted(value).strip():
+            exit_with(UserError(f"{key} is empty: give a directory, or leave {key} out for the default"))
 
 
 def resume_argv(argv: list[str]) -> list[str]:
@@ -200,12 +217,21 @@ def print_help() -> None:
     print(SCHEMA_OPTION.sub("", text.getvalue()), end="")
 
 
+def os_error(e: OSError) -> str:
+    """ "no space left on device: <path>" and the like: the system's message, the path, no traceback."""
+    reason = e.strerror or str(e)
+    reason = reason[:1].lower() + reason[1:]
+    return f"{reason}: {e.filename}" if e.filename else reason
+
+
 def cli() -> None:
     global SHOW_TRACEBACK
     user_setting = os.environ.get("HYDRA_FULL_ERROR")
     SHOW_TRACEBACK = user_setting == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
+    stopping.install()
     try:
+        check_dirs(sys.argv[1:])
         sys.argv[1:] = resume_argv(quoted_paths(sys.argv[1:]))
         check_extras(sys.argv[1:])
         if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
@@ -215,7 +241,19 @@ def cli() -> None:
             main()
     except USER_ERRORS as e:
         exit_with(e)
+    except (KeyboardInterrupt, stopping.Stopped) as e:
+        if SHOW_TRACEBACK:
+            raise
+        signum = e.signum if isinstance(e, stopping.Stopped) else signal.SIGINT
+        print(f"stopped: {stopping.message(signum)}", file=sys.stderr)
+        sys.exit(stopping.exit_status(signum))
+    except OSError as e:  # the machine's, not the config's: a full disk, a dir that cannot be made, a long name
+        if SHOW_TRACEBACK:
+            raise
+        print(f"error: {os_error(e)}", file=sys.stderr)
+        sys.exit(1)
     finally:
+        sweep.release_lock()
         if user_setting is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:

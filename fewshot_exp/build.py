@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +16,7 @@ from fewshot_exp.data.episodes import EpisodeSampler, batch_bytes, check_shape
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.distances import Distance
 from fewshot_exp.errors import UserError
+from fewshot_exp.memory import device_memory
 
 
 def select_device(name: str) -> torch.device:
@@ -46,23 +45,6 @@ def check_episode_shapes(cfg: Any, splits: Splits) -> None:
     check_shape(splits.train, "train", t.n_way, t.k_shot, t.n_query, "train.episode" if own else "episode")
     check_shape(splits.val, "validation", e.n_way, e.k_shot, e.n_query)
     check_shape(splits.test, "test", e.n_way, e.k_shot, e.n_query)
-
-
-CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # cgroup v2, v1
-
-
-def device_memory(device: torch.device) -> int:
-    """Total bytes of the device's memory: the GPU's, or the machine's physical RAM capped by a container's
-    cgroup memory limit."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
-    for path in CGROUP_LIMITS:
-        try:
-            limits.append(int(Path(path).read_text().strip()))
-        except (OSError, ValueError):  # no such file, or "max"
-            pass
-    return min(limits)
 
 
 def check_batch_memory(cfg: Any, splits: Splits) -> None:

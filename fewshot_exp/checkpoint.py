@@ -1,49 +1,40 @@
 """Checkpoints: written atomically, read safely.
 
-A checkpoint is a dict of tensors and plain Python values. It is written to a temporary file in
-the same directory, fsynced and moved over the old one with `os.replace`, so a crash or a full
-disk mid-write never leaves a half-written file under the real name. It is read with
+A checkpoint is a dict of tensors and plain Python values. It is written with `files.atomic_writer`
+(a temporary file, fsynced, moved over the old one), so a crash or a full disk mid-write never leaves a
+half-written file under the real name, and a disk without room for it is reported before writing. It is read with
 `torch.load(weights_only=True)`, which never executes pickled code; any file that is not a
 fewshot-exp checkpoint gives a one-line UserError naming the file.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fewshot_exp.errors import UserError
+from fewshot_exp.files import atomic_writer
 
 FORMAT = "fewshot-exp-checkpoint-v1"
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """`state` to `path` atomically (fewshot_exp/files.py), refused before writing when the disk cannot hold it."""
+    with atomic_writer(path, "wb", size_hint=state_bytes(state)) as f:
+        torch.save({"format": FORMAT, **state}, f)
 
 
-def remove_partial_writes(directory: str | Path) -> None:
-    """Delete temporary files a killed process left behind mid-write (the real checkpoints are intact)."""
-    for tmp in Path(directory).glob(".*.pt.*.tmp"):
-        tmp.unlink(missing_ok=True)
+def state_bytes(state: Any) -> int:
+    """The bytes of the tensors in `state` (nested dicts and lists too): about a checkpoint's size on disk."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
 
 
 def checkpoint_path(value: str, key: str) -> Path:

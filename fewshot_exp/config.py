@@ -494,7 +494,14 @@ def saved_overrides(run_dir: Path, given: Iterable[str], skip: Iterable[str] = (
     """A run's own command-line overrides (`<run_dir>/.hydra/overrides.yaml`; [] without it), less Hydra's own and
     those whose key is set again by the `given` overrides or is in `skip`."""
     path = run_dir / ".hydra" / "overrides.yaml"
-    saved = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    except Exception as e:  # a file cut short or edited by hand: YAML's own error types
+        raise UserError(
+            f"{path} is unreadable ({type(e).__name__}): it is not the list of overrides Hydra wrote"
+        ) from None
+    if not isinstance(saved, list):
+        raise UserError(f"{path} is not the list of overrides Hydra wrote")
     dropped = {override_key(o) for o in given} | set(skip)
     return [str(o) for o in saved or [] if not str(o).startswith("hydra") and override_key(str(o)) not in dropped]
 
@@ -530,6 +537,9 @@ def head_outputs(cfg: Any) -> int | None:
     return max(cfg.algorithm.n_way, cfg.algorithm.get("train_n_way") or 0)
 
 
+MAX_SEED = 2**32 - 1  # the seeds of torch, NumPy and Python all take it, with the samplers' offsets added
+
+
 def validate(cfg: Any) -> None:
     """Range and consistency checks that types alone cannot express; raises UserError."""
     for prefix, shape in (("episode", cfg.episode), ("train.episode", train_shape(cfg))):
@@ -541,8 +551,11 @@ def validate(cfg: Any) -> None:
         _positive(f"train.{key}", cfg.train[key])
     for key in ("lr", "lr_gamma"):
         _positive(f"train.{key}", cfg.train[key])
-    if cfg.train.weight_decay < 0:
-        raise UserError(f"train.weight_decay must be >= 0, got {cfg.train.weight_decay}")
+    if not 0 <= cfg.train.weight_decay < math.inf:  # False for nan too
+        raise UserError(f"train.weight_decay must be >= 0 and finite, got {cfg.train.weight_decay}")
+    for key, seed in (("seed", cfg.seed), ("eval.seed", cfg.eval.get("seed", 0))):
+        if not 0 <= seed <= MAX_SEED:
+            raise UserError(f"{key} must be between 0 and {MAX_SEED} (2**32 - 1), got {seed}")
     if cfg.train.get("init_from") and not cfg.get("resume"):  # a resumed run starts from its last.pt instead
         checkpoint_path(cfg.train.init_from, "train.init_from")
     _positive("eval.episodes", cfg.eval.episodes)
@@ -554,6 +567,11 @@ def validate(cfg: Any) -> None:
         raise UserError(
             f"algorithm.image_size={cfg.algorithm.image_size} differs from dataset.image_size="
             f"{cfg.dataset.image_size}; leave it at its default, ${{dataset.image_size}}"
+        )
+    if cfg.get("checkpoint") and not cfg.get("eval_only"):
+        raise UserError(
+            f"checkpoint={cfg.checkpoint} is read only by eval_only=true: add eval_only=true to evaluate it, or use "
+            "train.init_from to start training from its weights"
         )
     if (cfg.eval.k_shots is not None or cfg.eval.n_ways is not None) and not cfg.get("eval_only"):
         raise UserError("eval.k_shots and eval.n_ways make a test-shot curve of a trained model: add eval_only=true")

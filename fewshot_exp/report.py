@@ -86,7 +86,12 @@ def read_run(run_dir: Path) -> list[dict]:
         error = run_dir / "error.txt"
         message = error.read_text().strip().splitlines() if error.is_file() else []
         return [{**row, "failed": message[0] if message else "no results.json"}]  # the message, not the traceback
-    results = json.loads(results_file.read_text())
+    try:
+        results = json.loads(results_file.read_text())
+        if not isinstance(results, dict) or not ("curve" in results or "test/acc" in results):
+            raise ValueError("no test/acc")
+    except ValueError as e:  # a file cut short or edited by hand: the run is listed as failed, the others reported
+        return [{**row, "failed": f"unreadable results.json ({str(e).splitlines()[0]})"}]
     if "curve" in results:
         row = {**without(row, {"eval.k_shots", "eval.n_ways", "checkpoint"}), **curve_model(results["model"])}
         episodes = read_episodes(run_dir / CURVE_EPISODES_FILE)
@@ -470,13 +475,15 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
         parser.exit(2, f"error: not a directory: {', '.join(missing)}\n")
+    out = args.out or args.dirs[0]
+    if out.exists() and not out.is_dir():
+        parser.exit(2, f"error: --out {out} is a file; give a directory for report.md, report.csv and the plots\n")
     try:
         table, failed = runs_table(args.dirs, args.baseline)
     except UserError as e:
         parser.exit(2, f"error: {e}\n")
     if table.empty and failed.empty:
         parser.exit(2, f"error: no run dirs (with .hydra/config.yaml) under {', '.join(map(str, args.dirs))}\n")
-    out = args.out or args.dirs[0]
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(table) if not table.empty else "(no finished runs)"
     if not failed.empty:

@@ -14,14 +14,16 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fewshot_exp import stopping
 from fewshot_exp.build import build_algorithm, check_batch_memory, load_splits, samplers, select_device
-from fewshot_exp.checkpoint import RESUME_KEYS, load_checkpoint, remove_partial_writes
+from fewshot_exp.checkpoint import RESUME_KEYS, load_checkpoint
 from fewshot_exp.config import train_shape, validate
 from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import Accuracy, episodes_fingerprint, evaluate, lake_runs_error
+from fewshot_exp.files import remove_partial_writes, strict_json, write_atomically
 from fewshot_exp.pretrained import init_encoder
 from fewshot_exp.provenance import provenance
-from fewshot_exp.run_files import TEST_EPISODES_FILE, TIMING_FILE
+from fewshot_exp.run_files import METRICS_FILE, TEST_EPISODES_FILE, TIMING_FILE
 from fewshot_exp.scheduler import is_requeue, job_id
 from fewshot_exp.tracking import Tracker
 from fewshot_exp.train import check_resume_device, train
@@ -74,10 +76,10 @@ def wandb_config(cfg: Any, choices: dict[str, str], origin: dict[str, Any] | Non
     return {**values, **config}
 
 
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def results_json(results: dict[str, Any]) -> str:
+    """results.json's text: strict JSON, a number that is undefined (the interval of a single test episode) as
+    null."""
+    return strict_json(results, indent=2) + "\n"
 
 
 def episodes_table(accuracy: Accuracy) -> Any:
@@ -197,6 +199,7 @@ def run_experiment(
     validate(cfg)
     device = select_device(cfg.device.value)
     seed_everything(cfg.seed, cfg.deterministic)
+    stopping.enter("loading data")
     lake_runs = load_lake_runs_for(cfg)
     splits = load_splits(cfg, device)
     origin = provenance(splits, device)
@@ -208,8 +211,10 @@ def run_experiment(
     resume_from = resume_state(cfg, run_dir, device)
     if resume_from is not None:
         algorithm.load_state_dict(resume_from["algorithm"])
-    elif cfg.train.init_from:
-        init_encoder(algorithm, cfg.train.init_from, device)
+    else:  # from the start: the rows of a run killed before its first checkpoint are logged again
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)
+        if cfg.train.init_from:
+            init_encoder(algorithm, cfg.train.init_from, device)
     tracker = Tracker(
         run_dir,
         cfg.logger,
@@ -222,10 +227,12 @@ def run_experiment(
     )
     exit_code = 1
     try:
+        stopping.enter("training")
         started = time.perf_counter()
         best_val = train(algorithm, episode_samplers, cfg, tracker, run_dir, device, resume_from)
         timing = training_time(time.perf_counter() - started, cfg.train.episodes, resume_from)
         algorithm.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["algorithm"])
+        stopping.enter("the final test")
         test = evaluate(algorithm, episode_samplers["test"], cfg.eval.episodes, cfg.eval.batch_images, desc="test")
         t = train_shape(cfg)
         results = {
@@ -247,6 +254,7 @@ def run_experiment(
             sampler = episode_samplers["test"]
             channels = sampler.split.images.shape[1]  # the runs are grey
             results.update(lake_runs_error(algorithm, lake_runs, device, sampler.normalize, channels))
+        stopping.enter("writing results")
         numbers = {k: v for k, v in results.items() if k.startswith("test/") and isinstance(v, (int, float))}
         tracker.log(numbers, cfg.train.episodes)
         tracker.summary({**{k: v for k, v in results.items() if k != "provenance"}, **timing})
@@ -254,7 +262,7 @@ def run_experiment(
             write_atomically(run_dir / TIMING_FILE, json.dumps(timing, indent=2) + "\n")  # keeps what trained
         log_test_episodes(tracker, test, cfg.train.episodes)
         write_atomically(run_dir / TEST_EPISODES_FILE, episodes_csv(test))
-        write_atomically(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        write_atomically(run_dir / "results.json", results_json(results))
         from fewshot_exp.viz import end_of_run  # matplotlib, only now
 
         end_of_run(algorithm, episode_samplers["test"], cfg, run_dir, tracker)  # viz=true plots; multiproto report

@@ -15,7 +15,6 @@ shape draws (`eval.seed`), so at the training shape the curve repeats the run's 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from fewshot_exp import stopping
 from fewshot_exp.build import build_algorithm, episode_seed, load_splits, samplers, select_device
 from fewshot_exp.checkpoint import checkpoint_path, load_checkpoint
 from fewshot_exp.config import head_outputs, saved_overrides, train_shape, validate
@@ -33,8 +33,9 @@ from fewshot_exp.data.episodes import EpisodeSampler, check_shape
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import episodes_fingerprint, evaluate
+from fewshot_exp.files import write_atomically
 from fewshot_exp.provenance import provenance
-from fewshot_exp.run import episodes_table, held_run_files, wandb_config, write_atomically
+from fewshot_exp.run import episodes_table, held_run_files, results_json, wandb_config
 from fewshot_exp.run_files import CURVE_EPISODES_FILE
 from fewshot_exp.tracking import Tracker
 
@@ -180,6 +181,7 @@ def run_shot_curve(cfg: Any, run_dir: Path, name: str, group: str, choices: dict
     held = held_run_files(run_dir)
     if held:  # e.g. hydra.run.dir=<the run being evaluated>
         raise UserError(f"{run_dir} already holds a run ({', '.join(held)}): evaluate into another hydra.run.dir")
+    stopping.enter("the shot curve")
     path, model_cfg, curve, per_episode, origin = shot_curve(cfg)
     choices = training_choices(path, choices)  # the model's, as the training run's W&B config and tags have them
     model = model_identity(path, model_cfg, choices)
@@ -202,7 +204,7 @@ def run_shot_curve(cfg: Any, run_dir: Path, name: str, group: str, choices: dict
         tracker.log_table("test/curve", table, step=0)
         tracker.log_images({"test/acc_vs_shots": run_dir / "acc_vs_shots.png"}, step=0)
         tracker.summary({f"test/acc@{p['n_way']}way{p['k_shot']}shot": p["acc"] for p in curve})
-        write_atomically(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        write_atomically(run_dir / "results.json", results_json(results))
         exit_code = 0
         return results
     finally:

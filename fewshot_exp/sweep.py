@@ -4,27 +4,42 @@ A job that fails (bad combination, diverged loss, crash) writes `error.txt` into
 appends a line to `<sweep dir>/failed_jobs.jsonl`, then returns, so the other jobs still run. When
 the sweep ends, the `SweepSummary` Hydra callback (registered in conf/config.yaml) writes
 `<sweep dir>/sweep_summary.json` and keeps a one-line message naming the failed jobs in
-`failure_message`, which the CLI prints as `error: ...` before exiting with code 1.
+`failure_message`, which the CLI prints as `error: ...` before exiting with code 1. The launching process holds
+the sweep dir's lock (fewshot_exp/run_lock.py) from the sweep's start to its end, so a second sweep into the
+same dir is refused before any job starts.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import traceback
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from fewshot_exp.run_lock import DirInUse, held
+
 FAILED_JOBS = "failed_jobs.jsonl"
 
 
 failure_message: str | None = None  # set in the launching process when a sweep ends with failed jobs
+_sweep_lock = ExitStack()  # the sweep dir's lock (fewshot_exp/run_lock.py), held by the launching process
 
 
-def record_failure(run_dir: Path, sweep_dir: Path, job: str, error: BaseException) -> None:
+def release_lock() -> None:
+    """Release the sweep dir's lock, if held (at the sweep's end, or when the CLI returns however it ends)."""
+    _sweep_lock.close()
+
+
+def record_failure(run_dir: Path, sweep_dir: Path, job: str, error: BaseException, own_dir: bool = True) -> None:
+    """The failure in `<run_dir>/error.txt` (only if `own_dir`: not into a dir another process holds) and a line
+    of `<sweep_dir>/failed_jobs.jsonl`."""
     message = f"{type(error).__name__}: {error}".splitlines()[0]
-    (run_dir / "error.txt").write_text(message + "\n\n" + "".join(traceback.format_exception(error)))
+    if own_dir:
+        (run_dir / "error.txt").write_text(message + "\n\n" + "".join(traceback.format_exception(error)))
     with open(sweep_dir / FAILED_JOBS, "a") as f:
         f.write(json.dumps({"job": job, "run_dir": str(run_dir), "error": message}) + "\n")
 
@@ -50,6 +65,11 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            _sweep_lock.enter_context(held(sweep_dir, "sweep dir", "choose another hydra.sweep.dir"))
+        except DirInUse as e:  # Hydra turns a callback's exception into a warning: stop here, before any job
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         self.before, self.failures_before = job_dirs(sweep_dir), len(failure_lines(sweep_dir))
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
@@ -60,6 +80,7 @@ class SweepSummary(Callback):
         finished = [job for job in jobs if (Path(job) / "results.json").is_file() and job not in failed_dirs]
         summary = {"jobs": len(jobs), "finished": len(finished), "finished_runs": finished, "failed": failures}
         (sweep_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        release_lock()
         if failures:
             global failure_message
             names = "; ".join(f"{f['job'] or Path(f['run_dir']).name} ({f['error']})" for f in failures)

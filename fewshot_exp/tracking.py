@@ -1,6 +1,8 @@
 """Metrics go to `metrics.jsonl` in the run dir, and to Weights & Biases when a logger is on.
 
-W&B runs online when the user is logged in and offline otherwise (`logger.mode` overrides).
+W&B runs online when the user is logged in and offline otherwise (`logger.mode` overrides). An online run first
+checks that the server accepts a connection (`probe_server`, a few seconds at most): when it does not, that run
+and every later run of the process go offline, with one warning.
 A W&B failure (import, init, log, finish) is reported once as a warning and never stops the run:
 the local `metrics.jsonl` and `results.json` are always written.
 """
@@ -9,10 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from fewshot_exp.files import strict_json, write_atomically
 from fewshot_exp.run_files import METRICS_FILE
 
 
@@ -25,7 +30,48 @@ def logged_in_to_wandb() -> bool:
     return bool(wandb.login(prompt=False, verify=False))
 
 
+PROBE_TIMEOUT = 3.0  # seconds to open a connection to the W&B server before a run goes offline
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+unreachable: str | None = None  # why the W&B server was found unreachable by this process (then every run is offline)
+
+
+def server_address() -> tuple[str, int]:
+    url = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+
+
+def probe_server(timeout: float) -> str | None:
+    """Why the W&B server cannot be reached (a TCP connection within `timeout`), None when it can. Behind a proxy
+    (a *_PROXY variable) the server is not probed: W&B's own client goes through the proxy."""
+    if any(os.environ.get(v) for v in PROXY_VARIABLES):
+        return None
+    host, port = server_address()
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{host}:{port}: {e.strerror or type(e).__name__}"
+    return None
+
+
+def online_or_offline(timeout: float) -> str:
+    """ "online", or "offline" with one warning per process when the server cannot be reached, so that an
+    unreachable server costs a run at most `timeout` seconds, and a sweep's later jobs nothing."""
+    global unreachable
+    if unreachable is None:
+        unreachable = probe_server(timeout)
+        if unreachable is not None:
+            warnings.warn(
+                f"W&B server unreachable ({unreachable}): this run, and every later one of this process, is "
+                "logged offline; `wandb sync <run dir>/wandb` uploads them later",
+                stacklevel=3,
+            )
+            return "offline"
+        unreachable = ""  # reachable: not probed again
+    return "offline" if unreachable else "online"
+
+
 def wandb_mode(mode: str) -> str:
+    """The mode `logger.mode=mode` asks for: auto is WANDB_MODE when set, else online when logged in."""
     if mode != "auto":
         return mode
     if os.environ.get("WANDB_MODE"):
@@ -49,9 +95,7 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     if not path.exists():
         return
     rows = [line for line in path.read_text().splitlines() if kept_on_resume(line, last_step)]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(row + "\n" for row in rows))
-    os.replace(tmp, path)
+    write_atomically(path, "".join(row + "\n" for row in rows))
 
 
 class Tracker:
@@ -94,6 +138,8 @@ class Tracker:
         import wandb
 
         mode = wandb_mode(logger_cfg.mode.value)
+        if mode == "online":  # an unreachable server costs a few seconds, once per process
+            mode = online_or_offline(min(PROBE_TIMEOUT, logger_cfg.init_timeout))
         previous_id = resume[0] if resume else None
         same_run = previous_id is not None and mode == "online"
         if previous_id is not None and not same_run:
@@ -137,7 +183,7 @@ class Tracker:
             self.wandb_run = None
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self.metrics_file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.metrics_file.write(strict_json({"step": step, **metrics}) + "\n")
         self.metrics_file.flush()
         if self.wandb_run is not None:
             self._guard("log", self.wandb_run.log, metrics, step)

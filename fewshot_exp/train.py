@@ -42,6 +42,10 @@ class DivergedError(RuntimeError):
 class Interrupted(RuntimeError):
     """SIGTERM or SIGINT arrived; `last.pt` was written first."""
 
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
 
 @dataclass
 class Progress:
@@ -237,7 +241,8 @@ def train(
                 hand_over(stop[0], replaced.get(stop[0]))  # submitit requeues the job and exits
                 raise Interrupted(
                     f"stopped by signal {signal.Signals(stop[0]).name} at episode {step} after writing "
-                    f"{run_dir / 'last.pt'}; continue with resume={run_dir}"
+                    f"{run_dir / 'last.pt'}; continue with resume={run_dir}",
+                    stop[0],
                 )
     return progress.best_val
 

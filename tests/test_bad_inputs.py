@@ -32,7 +32,7 @@ TINY = [
 # with a corrupt images_background_small1.zip, {file} a plain file, {foreign} a run dir whose last.pt is not ours,
 # {truncated} one whose last.pt is cut short, {marker} one whose last.pt has our format marker and nothing else,
 # {cut_best} one whose best.pt is cut short, {no_last} one without last.pt (a finished run, checkpoints pruned),
-# {on_cuda} one whose last.pt says it was written on a GPU.
+# {on_cuda} one whose last.pt says it was written on a GPU, {bad_overrides} one whose .hydra/overrides.yaml is not YAML.
 CATALOGUE = [
     # config values out of range
     (["episode.k_shot=0"], "episode.k_shot must be positive, got 0"),
@@ -44,6 +44,10 @@ CATALOGUE = [
     (["train.lr=0"], "train.lr must be positive, got 0.0"),
     (["train.lr_gamma=-1"], "train.lr_gamma must be positive"),
     (["train.weight_decay=-0.1"], "train.weight_decay must be >= 0"),
+    (["train.weight_decay=nan"], "train.weight_decay must be >= 0 and finite, got nan"),
+    (["seed=-1"], "seed must be between 0 and 4294967295 (2**32 - 1), got -1"),
+    (["seed=4294967296"], "seed must be between 0 and 4294967295 (2**32 - 1), got 4294967296"),
+    (["eval.seed=-2"], "eval.seed must be between 0 and 4294967295"),
     (["train.val_every=0"], "train.val_every must be positive"),
     (["train.checkpoint_every=0"], "train.checkpoint_every must be positive"),
     (["eval.episodes=0"], "eval.episodes must be positive"),
@@ -100,6 +104,7 @@ CATALOGUE = [
         "30 + 21 is more than the 50 images per class of the train split; use train.episode.n_query=20",
     ),
     (["episode.tasks=10000000"], "episode.tasks=10000000 needs 2920.6 GiB for one training batch's images alone"),
+    (["dataset.image_size=100000"], "dataset.image_size=100000: 72250 images of 1x100000x100000 need about"),
     (["train.episode.tasks=10000000"], "train.episode.tasks=10000000 needs 2920.6 GiB"),
     # paths and files
     (["dataset=omniglot"], "dataset.root is not set"),
@@ -129,6 +134,8 @@ CATALOGUE = [
     (["hparams_search=nosuch"], "hparams_search=nosuch is not an option of hparams_search"),
     # runs and checkpoints
     (["hydra.run.dir={run}"], "already holds a run (last.pt, best.pt, results.json): pass resume=true"),
+    (["hydra.run.dir={file}/run"], "not a directory: {file}/run"),
+    (["hydra.run.dir={empty}/" + "x" * 300], "file name too long: {empty}/xxxxxxxx"),
     (["hydra.run.dir={no_last}"], "already holds a run (best.pt, results.json): pass resume=true"),
     (["resume=/no/such/run"], "resume=/no/such/run: not a run dir"),
     (["resume={run}", "train.lr=0.5"], "the config differs from the checkpoint's in train.lr"),
@@ -146,6 +153,11 @@ CATALOGUE = [
     (["eval_only=true", "checkpoint={run}", "eval.n_ways=[3,0]"], "eval.n_ways=[3, 0]: every value must be at least 2"),
     (["eval_only=true", "checkpoint={run}", "eval.n_ways=[1]"], "eval.n_ways=[1]: every value must be at least 2"),
     (["eval.k_shots=[1,5]"], "eval.k_shots and eval.n_ways make a test-shot curve of a trained model: add eval_only"),
+    (["checkpoint={run}"], "checkpoint={run} is read only by eval_only=true: add eval_only=true to evaluate it"),
+    (["hydra.run.dir="], "hydra.run.dir is empty: give a directory, or leave hydra.run.dir out for the default"),
+    (["-m", "seed=0,1", "hydra.sweep.dir=''"], "hydra.sweep.dir is empty"),
+    (["resume={bad_overrides}"], "overrides.yaml is unreadable (ParserError): not the overrides list Hydra wrote"),
+    (["dataset.root=/a", "b"], "missing EQUAL at '<EOF>'; a value with spaces must be quoted for the shell and"),
     (
         ["eval_only=true", "checkpoint={run}", "hydra.run.dir={run}"],
         "already holds a run (last.pt, best.pt, results.json)",
@@ -162,7 +174,7 @@ def digest(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and "wandb" not in p.parts
+        if p.is_file() and "wandb" not in p.parts and p.name != ".lock"  # the lock's own file names its last holder
     }
 
 
@@ -174,6 +186,7 @@ DAMAGED_COPIES = {
     "cut_best": ("best.pt", lambda p: p.write_bytes(p.read_bytes()[:200])),
     "no_last": ("last.pt", lambda p: p.unlink()),
     "on_cuda": ("last.pt", lambda p: as_if_written_on_cuda(p)),
+    "bad_overrides": (".hydra/overrides.yaml", lambda p: p.write_text("- [unclosed\n")),
 }
 
 

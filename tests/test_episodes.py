@@ -94,14 +94,14 @@ def test_a_split_with_one_class_says_no_episode_fits():
 
 
 def test_cpu_memory_is_capped_by_a_cgroup_limit(tmp_path, monkeypatch):
-    from fewshot_exp import build
+    from fewshot_exp import memory
 
     limit = tmp_path / "memory.max"
     limit.write_text("1073741824\n")
-    monkeypatch.setattr(build, "CGROUP_LIMITS", (str(tmp_path / "missing"), str(limit)))
-    assert build.device_memory(torch.device("cpu")) == 2**30
+    monkeypatch.setattr(memory, "CGROUP_LIMITS", (str(tmp_path / "missing"), str(limit)))
+    assert memory.device_memory(torch.device("cpu")) == 2**30
     limit.write_text("max\n")  # cgroup v2 without a limit: the physical RAM
-    assert build.device_memory(torch.device("cpu")) == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert memory.device_memory(torch.device("cpu")) == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def test_a_shape_that_does_not_fit_names_the_values_that_would():

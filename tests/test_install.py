@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -113,11 +114,27 @@ def test_auto_mode_uses_the_credentials_wandb_itself_finds(env, netrc_host, onli
     assert proc.stdout.strip() == ("online" if online else "offline")
 
 
-def test_an_unreachable_wandb_server_costs_init_timeout_then_the_run_goes_on_offline(glyphs_root, tmp_path):
+def test_an_unreachable_wandb_server_is_found_once_per_sweep_and_the_runs_go_on_offline(glyphs_root, tmp_path):
     env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": NETRC_KEY}
-    proc = run_cli(*TINY, f"dataset.root={glyphs_root}", "logger.init_timeout=3", f"hydra.run.dir={tmp_path}", env=env)
+    proc = run_cli("-m", "seed=0,1", *TINY, f"dataset.root={glyphs_root}", f"hydra.sweep.dir={tmp_path}", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "continuing offline" in proc.stderr
+    assert proc.stderr.count("W&B server unreachable (127.0.0.1:9: Connection refused)") == 1  # not once per job
+    jobs = sorted(d for d in tmp_path.iterdir() if (d / "results.json").is_file())
+    assert len(jobs) == 2 and all(list(d.glob("wandb/offline-run-*/run-*.wandb")) for d in jobs)
+
+
+def test_a_server_that_does_not_answer_costs_init_timeout_then_the_run_goes_on_offline(glyphs_root, tmp_path):
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections (the kernel does), never answers
+    try:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        env = {"WANDB_MODE": "online", "WANDB_BASE_URL": url, "WANDB_API_KEY": NETRC_KEY}
+        proc = run_cli(
+            *TINY, f"dataset.root={glyphs_root}", "logger.init_timeout=3", f"hydra.run.dir={tmp_path}", env=env
+        )
+    finally:
+        silent.close()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "W&B could not start an online run within logger.init_timeout=3 s" in proc.stderr
     assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     assert json.loads((tmp_path / "results.json").read_text())["test/episodes"] == 4
 

@@ -50,12 +50,14 @@ cli()
 
 # (fault to inject, expected exit code): each process resumes from whatever the previous one left behind.
 KILL_POINTS = [
-    ("fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 3)", -9),  # before the first checkpoint
+    ("fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 3)", -9),  # before the first metrics row
+    ("fault(fewshot_exp.train, 'save_checkpoint', 1)", -9),  # after the first metrics row, before the first last.pt
+    ("fault(torch, 'save', 1, before=half_written)", -9),  # in the middle of writing the first last.pt
     ("fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 13)", -9),  # between checkpoints
-    ("fault(torch, 'save', 2, before=half_written)", -9),  # in the middle of writing a checkpoint
+    ("fault(torch, 'save', 2, before=half_written)", -9),  # in the middle of writing a later checkpoint
     ("fault(fewshot_exp.train, 'evaluate', 1)", -9),  # during validation
     ("fault(fewshot_exp.tracking.Tracker, 'log', 3, before=half_a_line)", -9),  # half a metrics line written
-    ("fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 4, sig=signal.SIGTERM)", 130),  # graceful stop
+    ("fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 4, sig=signal.SIGTERM)", 143),  # graceful stop
     ("fault(fewshot_exp.run, 'evaluate', 1)", -9),  # during the final test
     # after the test row was logged: writing timing.json (1st), test_episodes.csv (2nd), results.json (3rd)
     ("fault(fewshot_exp.run, 'write_atomically', 3)", -9),
@@ -87,7 +89,7 @@ def test_killed_and_resumed_run_ends_bit_exact(glyphs_root, tmp_path):
         if (resumed / "last.pt").exists():
             episodes_done.append(torch.load(resumed / "last.pt", weights_only=True)["progress"]["episode"])
         assert not list(resumed.glob(".*.tmp")) or fault.startswith("fault(torch"), "temporary files pile up"
-        if expected == 130:
+        if expected == 143:
             assert "stopped by signal SIGTERM" in proc.stderr, proc.stderr[-3000:]
     assert episodes_done == sorted(episodes_done) and episodes_done[-1] == 40  # progress was made and kept
     proc = run(resumed, "", data, "resume=true")
@@ -125,7 +127,7 @@ def test_the_stop_message_s_resume_command_works_as_printed(glyphs_root, tmp_pat
     fault = "fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 4, sig=signal.SIGTERM)"
     sweep = ["train.lr=0.001", "train.lr_gamma=0.5", f"hydra.sweep.dir={tmp_path}"]
     stopped = run_cli("-m", *CONFIG, *sweep, f"dataset.root={glyphs_root}", code=DRIVER % fault)
-    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert stopped.returncode == 143, stopped.stderr[-3000:]  # 128 + SIGTERM
     (job,) = [d for d in tmp_path.iterdir() if d.name.startswith("0_")]
     assert "train.lr=0.001,train.lr_gamma=0.5" in job.name
     hint = stopped.stderr.strip().splitlines()[-1].rpartition("continue with ")[2]

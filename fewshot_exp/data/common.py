@@ -16,6 +16,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from fewshot_exp.data.imageset import ImageSet, Splits
 from fewshot_exp.errors import UserError
+from fewshot_exp.memory import check_images_fit
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -127,6 +128,7 @@ def eight_bit(image: Image.Image) -> Image.Image:
 def decode_images(paths: Sequence[Path], mode: str, image_size: int) -> torch.Tensor:
     """[n, C, S, S] uint8 of image files converted to PIL `mode` ("L" or "RGB") and resized to S x S
     (antialiased bilinear, as torchvision's Resize)."""
+    check_images_fit(len(paths), 1 if mode == "L" else 3, image_size, f"dataset.image_size={image_size}")
     out = []
     for path in paths:
         try:
@@ -137,5 +139,7 @@ def decode_images(paths: Sequence[Path], mode: str, image_size: int) -> torch.Te
                 out.append(np.asarray(image))
         except OSError as e:
             raise UserError(f"cannot decode image {path} ({e}): the file is corrupt") from None
+        except Image.DecompressionBombError as e:  # Pillow's guard against images far larger than they look
+            raise UserError(f"image {path} is refused by Pillow's decompression-bomb guard ({e})") from None
     x = torch.from_numpy(np.stack(out))
     return x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()

@@ -47,11 +47,9 @@ import json
 import logging
 import os
 import string
-import tempfile
 import unicodedata
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -63,7 +61,10 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from fewshot_exp.data.alphabets import Alphabet, background_splits, to_imageset
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
+from fewshot_exp.files import atomic_writer, remove_partial_writes
+from fewshot_exp.memory import check_images_fit
 from fewshot_exp.progress import progress
+from fewshot_exp.run_lock import held
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +245,7 @@ def generate(settings: dict[str, int]) -> dict[str, Any]:
     size, count = settings["image_size"], settings["renderings"]
     alphabets, characters, images = [], [], []
     todo = [(alphabet, cp, fonts) for alphabet, chars in inventory().items() for cp, fonts in chars]
+    check_images_fit(len(todo) * count, 1, size, f"dataset.image_size={size}")
     for alphabet, cp, fonts in progress(todo, unit="char", desc=f"rendering glyphs ({count} per character)"):
         rng = np.random.default_rng([seed, cp])
         order = rng.permutation(len(fonts))
@@ -279,32 +281,24 @@ def _load_cached(path: Path, settings: dict[str, int]) -> dict[str, Any] | None:
     return data
 
 
-@contextlib.contextmanager
-def _atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """A temporary file in `path`'s folder that replaces `path` when the block succeeds (and is removed if not)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise UserError(f"cannot write the glyphs cache in {path.parent} ({e.strerror}); set dataset.root") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_data(cfg: Any) -> dict[str, Any]:
     """The rendered dataset for cfg's settings, from the cache or generated (and cached) now."""
     settings, path = _settings(cfg), cache_path(cfg)
     data = _load_cached(path, settings)
-    if data is None:
-        with _atomic_writer(path) as f:  # fails before the work when the cache cannot be written
-            log.info("generating the glyphs dataset into %s (once; under a minute)", path)
-            data = generate(settings)
-            torch.save(data, f)
+    if data is not None:
+        return data
+    with contextlib.ExitStack() as stack:
+        try:  # one process generates, the others wait for it and read its cache
+            stack.enter_context(held(path.parent, "glyphs cache", wait=True))
+        except OSError as e:  # before the work: the cache cannot be written
+            raise UserError(f"cannot write the glyphs cache in {path.parent} ({e.strerror}); set dataset.root") from e
+        remove_partial_writes(path.parent)  # of a generation that was killed
+        data = _load_cached(path, settings)  # written by another process while this one waited
+        if data is None:
+            with atomic_writer(path) as f:
+                log.info("generating the glyphs dataset into %s (once; under a minute)", path)
+                data = generate(settings)
+                torch.save(data, f)
     return data
 
 
