@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from fewshot_exp import stopping, sweep
+from fewshot_exp.build import check_distance_used
 from fewshot_exp.config import register_configs, saved_overrides
 from fewshot_exp.errors import UserError
 from fewshot_exp.extras import check_extras
@@ -83,6 +84,7 @@ def main(cfg: DictConfig) -> float:
     multirun = hc.mode.name == "MULTIRUN"
     try:
         check_known_keys(cfg)
+        check_distance_used(cfg, list(hc.overrides.task))
     except UserError as e:
         exit_with(e)
     group = cfg.logger.group or (Path(hc.sweep.dir).name if multirun else cfg.experiment_name)
@@ -229,11 +231,12 @@ def cli() -> None:
     user_setting = os.environ.get("HYDRA_FULL_ERROR")
     SHOW_TRACEBACK = user_setting == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
-    stopping.install()
+    previous_sigterm = stopping.install()
     try:
         check_dirs(sys.argv[1:])
         sys.argv[1:] = resume_argv(quoted_paths(sys.argv[1:]))
         check_extras(sys.argv[1:])
+        sweep.check_distance_sweep(sys.argv[1:], CONF_DIR)
         if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
             print_help()
             return
@@ -254,6 +257,7 @@ def cli() -> None:
         sys.exit(1)
     finally:
         sweep.release_lock()
+        stopping.restore(previous_sigterm)
         if user_setting is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:

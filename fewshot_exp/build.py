@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 
 from fewshot_exp.algorithms.base import FewShotAlgorithm
 from fewshot_exp.algorithms.maml import check_embedding_dim
@@ -93,6 +93,25 @@ def samplers(cfg: Any, splits: Splits) -> dict[str, EpisodeSampler]:
         "val": EpisodeSampler(splits.val, e.n_way, e.k_shot, e.n_query, e.tasks, val_gen, "validation", None, norm),
         "test": EpisodeSampler(splits.test, e.n_way, e.k_shot, e.n_query, e.tasks, test_gen, "test", None, norm),
     }
+
+
+def distance_overrides(overrides: list[str]) -> list[str]:
+    """The overrides among `overrides` that set the `distance` group or one of its keys."""
+    keys = [o.lstrip("+~").partition("=")[0] for o in overrides]
+    return [o for o, key in zip(overrides, keys) if key == "distance" or key.startswith("distance.")]
+
+
+def check_distance_used(cfg: Any, overrides: list[str]) -> None:
+    """A UserError when the command sets the distance (`overrides`) for an algorithm that does not use one: the
+    setting would change nothing (and a sweep over it would run the same job several times)."""
+    given = distance_overrides(overrides)
+    algorithm = get_class(cfg.algorithm._target_)
+    if given and not algorithm.uses_distance(cfg.algorithm):
+        raise UserError(
+            f"{' '.join(given)}: {algorithm.__name__} does not use the distance group, so it would change nothing; "
+            "drop it (algorithms that use one: protonet, hallucination, matching with algorithm.similarity=distance, "
+            "siamese with algorithm.loss=contrastive)"
+        )
 
 
 def build_algorithm(cfg: Any, in_channels: int, device: torch.device) -> FewShotAlgorithm:

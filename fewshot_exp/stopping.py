@@ -34,12 +34,18 @@ def _raise_stopped(signum: int, frame: Any) -> None:
     raise Stopped(signum)
 
 
-def install() -> None:
-    """SIGTERM raises Stopped (in the main thread; elsewhere the default stays)."""
+def install() -> Any:
+    """SIGTERM raises Stopped (in the main thread; elsewhere the default stays); returns the handler it replaced,
+    for `restore`."""
     try:
-        signal.signal(signal.SIGTERM, _raise_stopped)
+        return signal.signal(signal.SIGTERM, _raise_stopped)
     except ValueError:
-        pass
+        return None
+
+
+def restore(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def exit_status(signum: int) -> int:

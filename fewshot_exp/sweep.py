@@ -34,6 +34,36 @@ def release_lock() -> None:
     _sweep_lock.close()
 
 
+def check_distance_sweep(argv: list[str], config_dir: str) -> None:
+    """Before a `-m` sweep that sets the distance starts: a UserError if one of its algorithms does not use the
+    distance group (its jobs would repeat each other). Each algorithm of the sweep is composed once, with the
+    sweep's other fixed overrides (a sweep the parser cannot read is left to Hydra)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from fewshot_exp.build import check_distance_used, distance_overrides
+
+    given = [a for a in argv if not a.startswith("-")]
+    if not ({"-m", "--multirun"} & set(argv)) or not distance_overrides(given):
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(given)
+    except Exception:
+        return
+    swept = {o.input_line for o in parsed if o.is_sweep_override()}
+    algorithms = next((list(o.sweep_string_iterator()) for o in parsed if o.key_or_group == "algorithm" and
+                       o.is_sweep_override()), [None])  # fmt: skip
+    fixed = [a for a in given if a not in swept and not a.startswith("hydra")]
+    shown = [a for a in given if distance_overrides([a])]
+    with initialize_config_dir(config_dir, version_base="1.3"):
+        for algorithm in algorithms:
+            try:
+                cfg = compose("config", overrides=[*fixed, *([f"algorithm={algorithm}"] if algorithm else [])])
+            except Exception:  # e.g. a user's option from --config-dir: each job checks its own config
+                continue
+            check_distance_used(cfg, shown)
+
+
 def record_failure(run_dir: Path, sweep_dir: Path, job: str, error: BaseException, own_dir: bool = True) -> None:
     """The failure in `<run_dir>/error.txt` (only if `own_dir`: not into a dir another process holds) and a line
     of `<sweep_dir>/failed_jobs.jsonl`."""

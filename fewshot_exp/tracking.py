@@ -183,8 +183,11 @@ class Tracker:
             self.wandb_run = None
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self.metrics_file.write(strict_json({"step": step, **metrics}) + "\n")
-        self.metrics_file.flush()
+        try:
+            self.metrics_file.write(strict_json({"step": step, **metrics}) + "\n")
+            self.metrics_file.flush()
+        except OSError as e:  # a full disk: name the file (a flush's error has no name)
+            raise OSError(e.errno, e.strerror, self.metrics_file.name) from e
         if self.wandb_run is not None:
             self._guard("log", self.wandb_run.log, metrics, step)
 

@@ -89,6 +89,9 @@ CATALOGUE = [
     (["algorithm=protonett"], "algorithm=protonett is not an option of algorithm; did you mean protonet? (options: "),
     (["algorithm=nosuchthing"], "algorithm=nosuchthing is not an option of algorithm (options: fomaml, hallucination"),
     (["distance=manhattan"], "distance=manhattan is not an option of distance"),
+    (["algorithm=maml", "distance=cosine"], "distance=cosine: MAML does not use the distance group, so it would"),
+    (["algorithm=relation", "distance.temperature=2"], "distance.temperature=2: RelationNetwork does not use the"),
+    (["-m", "algorithm=protonet,fomaml", "distance=l2,cosine"], "distance=l2,cosine: MAML does not use the distance"),
     (["experiment=nosuch"], "experiment=nosuch is not an option of experiment"),
     (["dataset=omniglot", "dataset.root={empty}", "dataset.background=small3"], "full_key: dataset.background"),
     # episode shapes a split cannot fill

@@ -7,6 +7,8 @@ protocol only ever call `forward` and `loss`, so they never know which algorithm
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +30,11 @@ class FewShotAlgorithm(nn.Module):
     label_equivariant: bool = True
     #: Draws random numbers in forward (tasks of a batch then see different draws than when run alone).
     stochastic: bool = False
+
+    @classmethod
+    def uses_distance(cls, options: Any) -> bool:
+        """Whether the `distance` group changes what this algorithm computes, given its config node `options`."""
+        return True
 
     def __init__(self, encoder: nn.Module, distance: nn.Module):
         super().__init__()

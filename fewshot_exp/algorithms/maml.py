@@ -228,6 +228,10 @@ class MAML(FewShotAlgorithm):
     #: Initialise the head from the support prototypes (ProtoMAML) instead of a learned init.
     prototype_head = False
 
+    @classmethod
+    def uses_distance(cls, options: Any) -> bool:
+        return False  # the `distance` group is not used
+
     def __init__(
         self,
         encoder: nn.Module,

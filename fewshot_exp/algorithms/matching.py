@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -153,6 +154,10 @@ class FullContextEmbedding(LazyModuleMixin, nn.Module):
 
 
 class MatchingNetwork(FewShotAlgorithm):
+    @classmethod
+    def uses_distance(cls, options: Any) -> bool:
+        return option(options.get("similarity", "cosine")) == "distance"
+
     def __init__(
         self,
         encoder: nn.Module,

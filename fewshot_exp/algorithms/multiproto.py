@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,10 @@ def kmeans(points: torch.Tensor, m: int, iters: int) -> torch.Tensor:
 
 
 class MultiProto(FewShotAlgorithm):
+    @classmethod
+    def uses_distance(cls, options: Any) -> bool:
+        return False  # the `distance` group is not used
+
     def __init__(
         self,
         encoder: nn.Module,

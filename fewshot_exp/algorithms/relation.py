@@ -23,6 +23,8 @@ must provide `features(x, pooled_blocks)` and `out_channels` (Conv-4 and ResNet-
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +38,10 @@ EVAL_PAIRS = 4096  # (query, class) pairs per pass through the relation module i
 
 
 class RelationNetwork(FewShotAlgorithm):
+    @classmethod
+    def uses_distance(cls, options: Any) -> bool:
+        return False  # the `distance` group is not used
+
     def __init__(
         self,
         encoder: nn.Module,

@@ -34,6 +34,8 @@ embedding dimension from the first episode (a torch lazy Linear).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,6 +48,10 @@ from fewshot_exp.errors import UserError
 
 
 class SiameseNetwork(FewShotAlgorithm):
+    @classmethod
+    def uses_distance(cls, options: Any) -> bool:
+        return option(options.get("loss", "bce")) == "contrastive"
+
     def __init__(
         self, encoder: nn.Module, distance: nn.Module, loss: object = "bce", pairs: object = "all", margin: float = 1.0
     ):
