@@ -45,17 +45,6 @@ class ImageSet:
     def to(self, device: torch.device | str) -> ImageSet:
         return ImageSet(self.images.to(device), self.labels.to(device), self.class_names)
 
-    def subset(self, classes: list[int]) -> ImageSet:
-        """The images of the given classes (in that order), relabelled 0..len(classes)-1."""
-        parts, labels = [], []
-        for new, c in enumerate(classes):
-            start, n = int(self.offsets[c]), int(self.counts[c])
-            parts.append(self.images[start : start + n])
-            labels.append(torch.full((n,), new, dtype=torch.long))
-        return ImageSet(
-            torch.cat(parts), torch.cat(labels).to(self.images.device), [self.class_names[c] for c in classes]
-        )
-
     @staticmethod
     def from_class_lists(per_class: list[torch.Tensor], class_names: list[str]) -> ImageSet:
         """Build from one [n_i, C, H, W] uint8 tensor per class."""
