@@ -81,6 +81,18 @@ def test_tasks_are_independent_in_eval(algorithm):
             torch.testing.assert_close(algorithm(task(ep, t))[0], batched[t])
 
 
+def test_tasks_are_independent_in_training(algorithm):
+    """A meta-batch of T tasks gives each task the logits it gets alone: batch-norm statistics are per task."""
+    ep = episode()
+    algorithm.train()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        batched = algorithm(ep)
+        for t in range(1 if algorithm.stochastic else 3):
+            torch.manual_seed(1)
+            torch.testing.assert_close(algorithm(task(ep, t))[0], batched[t])
+
+
 def test_relabelling_permutes_logits(algorithm):
     if not algorithm.label_equivariant:
         pytest.skip(f"{type(algorithm).__name__} learns a per-label initialisation, so labels are not interchangeable")

@@ -7,6 +7,7 @@ protocol only ever call `forward` and `loss`, so they never know which algorithm
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,6 +26,10 @@ def class_means(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> t
     return sums / one_hot.sum(1).unsqueeze(-1).clamp_min(1)
 
 
+def has_batch_norm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 class FewShotAlgorithm(nn.Module):
     #: Relabelling the classes of an episode permutes the logit columns (false for a learned per-label head init).
     label_equivariant: bool = True
@@ -41,9 +46,17 @@ class FewShotAlgorithm(nn.Module):
         self.encoder = encoder
         self.distance = distance
 
+    def per_task(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+        """`fn` on the images of each task, [T, M, ...] -> [T, M, ...]: one pass per task when training through
+        batch norm (`module` has some), so that its batch statistics are each task's own, as when the task runs
+        alone; one pass for all tasks otherwise (running statistics, or none: the same numbers, faster)."""
+        if self.training and x.shape[0] > 1 and has_batch_norm(module):
+            return torch.stack([fn(task) for task in x])
+        return fn(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Images [T, M, C, H, W] -> embeddings [T, M, D] in one encoder pass."""
-        return self.encoder(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        """Images [T, M, C, H, W] -> embeddings [T, M, D] (`per_task`)."""
+        return self.per_task(self.encoder, x, self.encoder)
 
     def embed_episode(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
         """(support [T, N*K, D], query [T, N*Q, D]) embeddings from a single encoder pass."""

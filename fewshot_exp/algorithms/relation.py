@@ -79,8 +79,8 @@ class RelationNetwork(FewShotAlgorithm):
         self.head = nn.Sequential(nn.Linear(hidden, fc_hidden), nn.ReLU(inplace=True), nn.Linear(fc_hidden, 1))
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
-        """Images [T, M, C, H, W] -> feature maps [T, M, c, h, w] in one encoder pass."""
-        return self.encoder.features(x.flatten(0, 1), self.pooled_blocks).unflatten(0, x.shape[:2])
+        """Images [T, M, C, H, W] -> feature maps [T, M, c, h, w] (`per_task`)."""
+        return self.per_task(lambda images: self.encoder.features(images, self.pooled_blocks), x, self.encoder)
 
     def class_maps(self, support: torch.Tensor, support_y: torch.Tensor, n_way: int) -> torch.Tensor:
         """Support maps [T, S, c, h, w] -> class maps [T, N, c, h, w] (sum or mean per class)."""
@@ -105,7 +105,7 @@ class RelationNetwork(FewShotAlgorithm):
         w_class, w_query = self.first.weight.split(class_maps.shape[2], 1)
         a = F.conv2d(class_maps.flatten(0, 1), w_class, self.first.bias, padding=1).unflatten(0, (t, n))
         b = F.conv2d(query_maps.flatten(0, 1), w_query, None, padding=1).unflatten(0, (t, q))
-        step = t if self.training else max(1, EVAL_PAIRS // (n * q))  # tasks per pass
+        step = 1 if self.training else max(1, EVAL_PAIRS // (n * q))  # tasks per pass: its own batch norm per task
         scores = []
         for start in range(0, t, step):
             pairs = b[start : start + step].unsqueeze(2) + a[start : start + step].unsqueeze(
