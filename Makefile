@@ -32,12 +32,13 @@ format: ## ruff fix and format
 train: ## Train and test the default experiment (ProtoNet on glyphs); pass ARGS="key=value ..."
 	$(BIN)/python -m fewshot_exp $(ARGS)
 
-bench: ## Benchmarks vs easyfsl/higher (pip install -e ".[bench]"), fusion on/off, bf16 autocast on/off, MAML loop vs vmap, huge pages on/off; ARGS="--quick" is shorter
+bench: ## Benchmarks vs easyfsl/higher (pip install -e ".[bench]"), fusion on/off, bf16 autocast on/off, MAML loop vs vmap, huge pages on/off, an unreachable W&B server; ARGS="--quick" is shorter
 	$(BIN)/python -m benchmarks.run $(ARGS)
 	$(BIN)/python -m benchmarks.fusion $(ARGS)
 	$(BIN)/python -m benchmarks.amp $(ARGS)
 	$(BIN)/python benchmarks/maml_vmap.py --tasks 4 --repeats 2
 	$(BIN)/python -m benchmarks.allocator
+	$(BIN)/python -m benchmarks.wandb_unreachable
 	$(BIN)/python -m benchmarks.docs_page
 
 results: ## Train and test the headline experiments and write docs/results.md; ARGS="--omniglot DIR" adds Omniglot

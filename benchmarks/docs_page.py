@@ -56,6 +56,9 @@ INTRO = """\
 - **Huge pages on/off** (`benchmarks.allocator`): PyTorch's `THP_MEM_ALLOC_ENABLE=1`, which importing
   `fewshot_exp` sets unless the user did (`fewshot_exp/allocator.py`), against PyTorch's default allocator, for
   our steps and the peers' same steps.
+- **An unreachable W&B server** (`benchmarks.wandb_unreachable`): the seconds from creating an online run's
+  tracker to its first metric when the server refuses connections, is not routable, or accepts connections and
+  never answers, each in a fresh process, beside an offline run.
 
 `make bench` also runs `benchmarks/maml_vmap.py` (MAML's per-task loop against `torch.func.vmap`), which prints
 its table and writes no JSON, so it has no table here.
@@ -284,11 +287,18 @@ def allocator_table(report: dict[str, Any]) -> str:
     return table + "\n\nms: the median over rounds of each process's fastest call; ratios paired by round."
 
 
+def wandb_table(report: dict[str, Any]) -> str:
+    cases = report["cases"].items()
+    lines = [[case, f"{c['seconds']:.1f}", "offline" if c["offline"] else "online"] for case, c in cases]
+    return markdown(lines, ["W&B server", "seconds to the first metric", "the run"], ["left", "right", "left"])
+
+
 SECTIONS = [
     Section("Against the peers", "results.json", "benchmarks.run", None, run_table),
     Section("Fusion on and off", "fusion.json", "benchmarks.fusion", "cpu", fusion_table),
     Section("bf16 autocast on and off", "amp.json", "benchmarks.amp", None, amp_table),
     Section("Huge pages on and off", "allocator.json", "benchmarks.allocator", "cpu", allocator_table),
+    Section("An unreachable W&B server", "wandb_unreachable.json", "benchmarks.wandb_unreachable", None, wandb_table),
 ]
 
 
