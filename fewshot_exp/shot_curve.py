@@ -198,7 +198,7 @@ def run_shot_curve(cfg: Any, run_dir: Path, name: str, group: str, choices: dict
     exit_code = 1
     try:
         table = pd.DataFrame(curve)
-        table.to_csv(run_dir / "curve.csv", index=False)
+        write_atomically(run_dir / "curve.csv", table.to_csv(index=False))
         write_atomically(run_dir / CURVE_EPISODES_FILE, per_episode.to_csv(index=False))
         plot_curve(curve, model, run_dir / "acc_vs_shots.png")
         tracker.log_table("test/curve", table, step=0)

@@ -20,6 +20,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from fewshot_exp.files import write_atomically
 from fewshot_exp.run_lock import DirInUse, held
 
 FAILED_JOBS = "failed_jobs.jsonl"
@@ -109,7 +110,7 @@ class SweepSummary(Callback):
         failed_dirs = {str(Path(f["run_dir"]).resolve()) for f in failures}
         finished = [job for job in jobs if (Path(job) / "results.json").is_file() and job not in failed_dirs]
         summary = {"jobs": len(jobs), "finished": len(finished), "finished_runs": finished, "failed": failures}
-        (sweep_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_atomically(sweep_dir / "sweep_summary.json", json.dumps(summary, indent=2) + "\n")
         release_lock()
         if failures:
             global failure_message

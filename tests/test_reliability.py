@@ -36,7 +36,7 @@ def test_a_run_dir_belongs_to_one_process_and_a_dead_holder_blocks_nothing(glyph
         cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # the first run may generate the glyphs cache
         while not (run_dir / "last.pt").is_file() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert (run_dir / "last.pt").is_file(), "the first run never checkpointed"
@@ -89,16 +89,19 @@ def test_a_restart_before_the_first_checkpoint_logs_each_row_once(glyphs_root, t
 
 
 # (the fault of test_resume.DRIVER, the phase the message names, the signal); training has its own test there
+SLOW = pytest.mark.slow  # the same path as its neighbours: make test-full runs them
 PHASES = [
-    ("fault(fewshot_exp.run, 'validate', 1, sig=signal.SIGINT)", "start-up", "SIGINT"),
-    ("fault(fewshot_exp.run, 'load_splits', 1, sig=signal.SIGTERM)", "loading data", "SIGTERM"),
-    ("fault(fewshot_exp.run, 'evaluate', 1, sig=signal.SIGTERM)", "the final test", "SIGTERM"),
-    ("fault(fewshot_exp.run, 'evaluate', 1, sig=signal.SIGINT)", "the final test", "SIGINT"),
-    ("fault(fewshot_exp.run, 'write_atomically', 3, sig=signal.SIGINT)", "writing results", "SIGINT"),
+    pytest.param("fault(fewshot_exp.run, 'validate', 1, sig=signal.SIGINT)", "start-up", "SIGINT"),
+    pytest.param("fault(fewshot_exp.run, 'load_splits', 1, sig=signal.SIGTERM)", "loading data", "SIGTERM", marks=SLOW),
+    pytest.param("fault(fewshot_exp.run, 'evaluate', 1, sig=signal.SIGTERM)", "the final test", "SIGTERM"),
+    pytest.param("fault(fewshot_exp.run, 'evaluate', 1, sig=signal.SIGINT)", "the final test", "SIGINT", marks=SLOW),
+    pytest.param(
+        "fault(fewshot_exp.run, 'write_atomically', 3, sig=signal.SIGINT)", "writing results", "SIGINT", marks=SLOW
+    ),
 ]
 
 
-@pytest.mark.parametrize("fault,phase,sig", PHASES, ids=[f"{p[2]} during {p[1]}" for p in PHASES])
+@pytest.mark.parametrize("fault,phase,sig", PHASES, ids=[f"{p.values[2]} during {p.values[1]}" for p in PHASES])
 def test_a_signal_in_any_phase_ends_with_one_line_and_its_exit_status(fault, phase, sig, glyphs_root, tmp_path):
     proc = run_cli(*TINY, f"dataset.root={glyphs_root}", f"hydra.run.dir={tmp_path}", code=DRIVER % fault)
     assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[sig], proc.stderr[-3000:]
