@@ -290,7 +290,8 @@ def tutorial_section(out: Path) -> list[str]:
         "",
         f"The reference tutorial's comparison on the default data: each algorithm trained at 5-way "
         f"{tutorial.TRAIN_SHOT}-shot (Conv-4, 2000 episodes), its best checkpoint then tested at {shots} shots on "
-        "the same test episodes at each shot, and compared with ProtoNet at each shot, paired episode by episode. "
+        f"the same {tutorial.EVAL_EPISODES} test episodes at each shot, and compared with ProtoNet at each shot, "
+        "paired episode by episode. "
         "Each algorithm is one training seed, so every interval is over test episodes, not over trainings.",
         "",
     ]

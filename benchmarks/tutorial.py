@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 ALGORITHMS = ["protonet", "maml", "protomaml"]
 TRAIN_SHOT = 4
 SHOTS = [2, 4, 8, 16, 32]
+EVAL_EPISODES = 500  # per shot: the fine-tuning learners' 32-shot points cost minutes per hundred episodes on a CPU
 INFO = "tutorial.json"  # the commands run, with their wall times, commit, date and machine
 FIGURE = "tutorial_acc_vs_shots.png"  # the report's plot, copied into docs/img
 
@@ -36,7 +37,8 @@ def steps(out: Path, extra: list[str]) -> list[tuple[str, list[str]]]:
     ]  # fmt: skip
     evaluate = [
         "-m", "fewshot_exp", "-m", "eval_only=true", "checkpoint=" + ",".join(str(train / a) for a in ALGORITHMS),
-        f"eval.k_shots=[{','.join(map(str, SHOTS))}]", *extra, f"hydra.sweep.dir={curves}",
+        f"eval.k_shots=[{','.join(map(str, SHOTS))}]", f"eval.episodes={EVAL_EPISODES}", *extra,
+        f"hydra.sweep.dir={curves}",
         "hydra.sweep.subdir=${hydra.job.num}",
     ]  # fmt: skip
     report = ["-m", "fewshot_exp.report", str(curves), "--baseline", "algorithm=protonet", "--out", str(out / "report")]
