@@ -113,6 +113,9 @@ def main(cfg: DictConfig) -> float:
             return float("nan")
         if isinstance(e, USER_ERRORS):  # reported here, or Hydra adds its own "Error executing job" line
             exit_with(e)
+        if isinstance(e, OSError) and not SHOW_TRACEBACK:  # the machine's: a full disk, a long name, permissions
+            print(f"error: {os_error(e)}", file=sys.stderr)
+            sys.exit(1)
         raise
     if "curve" in results:
         for p in results["curve"]:

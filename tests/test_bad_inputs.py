@@ -159,8 +159,8 @@ CATALOGUE = [
     (["checkpoint={run}"], "checkpoint={run} is read only by eval_only=true: add eval_only=true to evaluate it"),
     (["hydra.run.dir="], "hydra.run.dir is empty: give a directory, or leave hydra.run.dir out for the default"),
     (["-m", "seed=0,1", "hydra.sweep.dir=''"], "hydra.sweep.dir is empty"),
-    (["resume={bad_overrides}"], "overrides.yaml is unreadable (ParserError): not the overrides list Hydra wrote"),
-    (["dataset.root=/a", "b"], "missing EQUAL at '<EOF>'; a value with spaces must be quoted for the shell and"),
+    (["resume={bad_overrides}"], "overrides.yaml is unreadable (ParserError): it is not the list of overrides"),
+    (["dataset.root=/a", "b"], "for details; a value with spaces must be quoted for the shell and for Hydra"),
     (
         ["eval_only=true", "checkpoint={run}", "hydra.run.dir={run}"],
         "already holds a run (last.pt, best.pt, results.json)",
