@@ -235,6 +235,7 @@ def cli() -> None:
     SHOW_TRACEBACK = user_setting == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
     previous_sigterm = stopping.install()
+    sweep.failure_message = None  # of an earlier sweep of this process
     try:
         check_dirs(sys.argv[1:])
         sys.argv[1:] = resume_argv(quoted_paths(sys.argv[1:]))
@@ -257,6 +258,13 @@ def cli() -> None:
         if SHOW_TRACEBACK:
             raise
         print(f"error: {os_error(e)}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as e:  # jobs' errors stay in their jobs (main): this is the sweeper's own, such as Optuna's
+        summary = sweep.summarise_stopped_sweep()
+        if summary is None or SHOW_TRACEBACK:
+            raise
+        jobs = sweep.failure_message or f"no job had failed; see {summary}"
+        print(f"error: the sweep stopped ({type(e).__name__}: {one_line(e)}); {jobs}", file=sys.stderr)
         sys.exit(1)
     finally:
         sweep.release_lock()

@@ -30,6 +30,19 @@ failure_message: str | None = None  # set in the launching process when a sweep 
 _sweep_lock = ExitStack()  # the sweep dir's lock (fewshot_exp/run_lock.py), held by the launching process
 
 
+_running: tuple[SweepSummary, Any] | None = None  # the sweep under way in this process: its callback and config
+
+
+def summarise_stopped_sweep() -> str | None:
+    """When the sweeper itself stopped (Optuna with every trial failed, a search range it refuses): write the
+    summary of what ran, as at a sweep's end; its path, or None when no sweep was under way."""
+    if _running is None:
+        return None
+    summary, config = _running
+    summary.on_multirun_end(config)
+    return str(Path(config.hydra.sweep.dir) / "sweep_summary.json")
+
+
 def release_lock() -> None:
     """Release the sweep dir's lock, if held (at the sweep's end, or when the CLI returns however it ends)."""
     _sweep_lock.close()
@@ -95,6 +108,7 @@ class SweepSummary(Callback):
         self.failures_before = 0
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        global _running
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             _sweep_lock.enter_context(held(sweep_dir, "sweep dir", "choose another hydra.sweep.dir"))
@@ -102,8 +116,11 @@ class SweepSummary(Callback):
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         self.before, self.failures_before = job_dirs(sweep_dir), len(failure_lines(sweep_dir))
+        _running = (self, config)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        global _running
+        _running = None
         sweep_dir = Path(config.hydra.sweep.dir)
         failures = [json.loads(line) for line in failure_lines(sweep_dir)[self.failures_before :]]
         jobs = sorted(job for job, started in job_dirs(sweep_dir).items() if self.before.get(job) != started)

@@ -130,3 +130,22 @@ def test_a_failed_optuna_trial_is_recorded_and_the_study_goes_on(glyphs_root, tm
     assert best["best_params"]["episode.k_shot"] == 5
     assert best["best_value"] == max(r["val/best_acc"] for r in results(sweep).values())
     assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 of 2 jobs failed")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "search, jobs",
+    [(["episode.k_shot=choice(40,45)"], 2), (["hydra.sweeper.params.train.lr=tag(log, interval(1e-2, 1e-4))"], 0)],
+    ids=["every-trial-fails", "invalid-range"],
+)
+def test_an_optuna_study_that_stops_writes_its_summary_and_one_line(search, jobs, glyphs_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "hparams_search=protonet_optuna", "hydra.sweeper.n_trials=2", *search, "train.episodes=6", *TINY,
+        f"dataset.root={glyphs_root}", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: the sweep stopped (")
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert (summary["jobs"], summary["finished"], len(summary["failed"])) == (jobs, 0, jobs)
