@@ -385,3 +385,13 @@ def test_16_bit_grey_images_are_scaled_not_clipped(tmp_path):
     grey, rgb = decode_images([tmp_path / "ramp.png"], "L", 32), decode_images([tmp_path / "ramp.png"], "RGB", 32)
     assert torch.equal(grey[0, 0], torch.from_numpy((ramp >> 8).astype(np.uint8)))  # Pillow alone: 97% at 255
     assert torch.equal(rgb[0], grey[0].expand(3, -1, -1))
+
+
+def test_an_image_past_pillows_decompression_bomb_guard_is_one_line(tmp_path):
+    from PIL import Image
+
+    from fewshot_exp.data.common import decode_images
+
+    Image.new("1", (15000, 15000)).save(tmp_path / "bomb.png")  # 225 M pixels, twice Pillow's limit: refused
+    with pytest.raises(UserError, match=r"bomb.png is refused by Pillow's decompression-bomb guard \(Image size"):
+        decode_images([tmp_path / "bomb.png"], "L", 28)

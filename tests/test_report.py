@@ -91,6 +91,30 @@ def test_report_lists_failed_runs_and_exits_nonzero(tmp_path, capsys):
     assert "Failed runs:\n- " in out and out.rstrip().endswith("broken: UserError: the message")  # not the traceback
 
 
+def test_a_corrupt_results_json_is_a_failed_run_and_the_others_are_reported(tmp_path, capsys):
+    fake_run(tmp_path / "good", ["seed=0"], 0.8)
+    fake_run(tmp_path / "cut", ["seed=1", "episode.n_query=5"], 0.7)
+    (tmp_path / "cut" / "results.json").write_text('{"test/acc": 0.7, "test/acc_ci')
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "report")]) == 1
+    out = capsys.readouterr().out
+    assert "- " + str(tmp_path / "cut") + ": unreadable results.json (Unterminated string" in out
+    assert len(pd.read_csv(tmp_path / "report" / "report.csv")) == 1
+
+
+def test_out_naming_a_file_is_one_line_before_any_work(tmp_path, capsys):
+    fake_run(tmp_path / "run", [], 0.8)
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(SystemExit) as exit_info:
+        report_main([str(tmp_path / "run"), "--out", str(tmp_path / "taken")])
+    err = capsys.readouterr().err
+    assert (
+        exit_info.value.code == 2
+        and err
+        == f"error: --out {tmp_path / 'taken'} is a file; give a directory for report.md, report.csv and the plots\n"
+    )
+    assert (tmp_path / "taken").read_text() == "a file" and not (tmp_path / "run" / "report.md").exists()
+
+
 def test_report_keeps_runs_apart_that_differ_in_any_swept_key(tmp_path):
     """Only `seed` is summarised over: runs that differ in episode.n_query (or eval.episodes, experiment) are
     rows."""
