@@ -135,7 +135,7 @@ def test_a_failed_optuna_trial_is_recorded_and_the_study_goes_on(glyphs_root, tm
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "search, jobs",
-    [(["episode.k_shot=choice(40,45)"], 2), (["hydra.sweeper.params.train.lr=tag(log, interval(1e-2, 1e-4))"], 0)],
+    [(["episode.k_shot=choice(40,45)"], 2), (["train.lr=tag(log, interval(1e-2, 1e-4))"], 0)],
     ids=["every-trial-fails", "invalid-range"],
 )
 def test_an_optuna_study_that_stops_writes_its_summary_and_one_line(search, jobs, glyphs_root, tmp_path):
