@@ -69,25 +69,16 @@ def test_loss_reaches_encoder(algorithm):
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
-def test_tasks_are_independent_in_eval(algorithm):
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "training"])
+def test_tasks_are_independent(algorithm, training):
+    """A meta-batch of T tasks gives each task the logits it gets alone, in evaluation and in training (batch-norm
+    statistics per task)."""
     ep = episode()
-    algorithm.eval()
+    algorithm.train(training)
     with torch.no_grad():
         torch.manual_seed(1)
         batched = algorithm(ep)
         # a stochastic algorithm draws for the whole batch at once, so only task 0 sees the same draws alone
-        for t in range(1 if algorithm.stochastic else 3):
-            torch.manual_seed(1)
-            torch.testing.assert_close(algorithm(task(ep, t))[0], batched[t])
-
-
-def test_tasks_are_independent_in_training(algorithm):
-    """A meta-batch of T tasks gives each task the logits it gets alone: batch-norm statistics are per task."""
-    ep = episode()
-    algorithm.train()
-    with torch.no_grad():
-        torch.manual_seed(1)
-        batched = algorithm(ep)
         for t in range(1 if algorithm.stochastic else 3):
             torch.manual_seed(1)
             torch.testing.assert_close(algorithm(task(ep, t))[0], batched[t])
