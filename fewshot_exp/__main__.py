@@ -69,6 +69,15 @@ def _options_start(lines: list[str]) -> int:
 SHOW_TRACEBACK = False  # set by cli() from the user's HYDRA_FULL_ERROR
 
 
+def exit_with_machine_error(e: OSError) -> None:
+    """The machine's errors, not the config's (a full disk, a dir that cannot be made, a long name): one line and
+    exit status 1."""
+    if SHOW_TRACEBACK:
+        raise e
+    print(f"error: {os_error(e)}", file=sys.stderr)
+    sys.exit(1)
+
+
 def exit_with(e: BaseException) -> None:
     if SHOW_TRACEBACK:
         raise e
@@ -113,9 +122,8 @@ def main(cfg: DictConfig) -> float:
             return float("nan")
         if isinstance(e, USER_ERRORS):  # reported here, or Hydra adds its own "Error executing job" line
             exit_with(e)
-        if isinstance(e, OSError) and not SHOW_TRACEBACK:  # the machine's: a full disk, a long name, permissions
-            print(f"error: {os_error(e)}", file=sys.stderr)
-            sys.exit(1)
+        if isinstance(e, OSError):  # reported here too, or Hydra adds its "Error executing job" line
+            exit_with_machine_error(e)
         raise
     if "curve" in results:
         for p in results["curve"]:
@@ -254,11 +262,8 @@ def cli() -> None:
         signum = e.signum if isinstance(e, stopping.Stopped) else signal.SIGINT
         print(f"stopped: {stopping.message(signum)}", file=sys.stderr)
         sys.exit(stopping.exit_status(signum))
-    except OSError as e:  # the machine's, not the config's: a full disk, a dir that cannot be made, a long name
-        if SHOW_TRACEBACK:
-            raise
-        print(f"error: {os_error(e)}", file=sys.stderr)
-        sys.exit(1)
+    except OSError as e:  # raised before or around a job (making the run dir, the launcher)
+        exit_with_machine_error(e)
     except Exception as e:  # jobs' errors stay in their jobs (main): this is the sweeper's own, such as Optuna's
         summary = sweep.summarise_stopped_sweep()
         if summary is None or SHOW_TRACEBACK:

@@ -50,15 +50,18 @@ def load_lake_runs_for(cfg: Any) -> list | None:
     return load_lake_runs(cfg.eval.lake_runs, cfg.dataset.image_size)
 
 
-def flat(values: dict, prefix: str = "") -> dict:
+CLASS_PATHS = frozenset({"_target_", "_partial_"})
+
+
+def flat(values: dict, prefix: str = "", skip: frozenset[str] = CLASS_PATHS) -> dict:
     """Nested dicts as one level, keys joined by dots (`{"episode": {"k_shot": 5}}` -> `{"episode.k_shot": 5}`);
-    a class path (`_target_`, `_partial_`) is left out."""
+    the keys in `skip` (by default the class paths `_target_`, `_partial_`) are left out, lists kept as values."""
     out = {}
     for key, value in values.items():
-        if key in ("_target_", "_partial_"):
+        if key in skip:
             continue
         if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
+            out.update(flat(value, f"{prefix}{key}.", skip))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -118,11 +121,8 @@ def training_time(seconds: float, episodes: int, resume_from: dict[str, Any] | N
 
 def config_differences(cfg: Any, saved_yaml: str) -> list[str]:
     """Dotted keys whose values differ between the config and a checkpoint's (`resume` aside)."""
-    import pandas as pd  # only needed here; keeps start-up light
-
-    now = pd.json_normalize(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), sep=".").iloc[0].to_dict()
-    then = pd.json_normalize(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=True), sep=".").iloc[0]
-    then = then.to_dict()
+    now = flat(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), skip=frozenset())
+    then = flat(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=True), skip=frozenset())
     return sorted(
         k
         for k in now.keys() | then.keys()
