@@ -15,11 +15,11 @@ install: ## Create .venv and install the package with its dev tools (torch from 
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[all,dev]"
 
-test: ## Run the fast test suite (CPU; tests marked slow are left out)
-	$(BIN)/python -m pytest -q -m "not slow"
+test: ## Run the fast test suite (CPU; tests marked slow are left out; one pytest-xdist worker per core)
+	$(BIN)/python -m pytest -q -m "not slow" -n auto
 
 test-full: ## Run every test, the slow end-to-end ones included
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: ## ruff check and format check
 	$(BIN)/ruff check fewshot_exp tests benchmarks

@@ -248,7 +248,8 @@ def cli() -> None:
         check_dirs(sys.argv[1:])
         sys.argv[1:] = resume_argv(quoted_paths(sys.argv[1:]))
         check_extras(sys.argv[1:])
-        sweep.check_distance_sweep(sys.argv[1:], CONF_DIR)
+        sweep.check_launcher(sys.argv[1:])
+        sweep.check_sweep(sys.argv[1:], CONF_DIR)
         if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
             print_help()
             return

@@ -20,6 +20,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from fewshot_exp.errors import UserError
 from fewshot_exp.files import write_atomically
 from fewshot_exp.run_lock import DirInUse, held
 
@@ -48,33 +49,74 @@ def release_lock() -> None:
     _sweep_lock.close()
 
 
-def check_distance_sweep(argv: list[str], config_dir: str) -> None:
-    """Before a `-m` sweep that sets the distance starts: a UserError if one of its algorithms does not use the
-    distance group (its jobs would repeat each other). Each algorithm of the sweep is composed once, with the
-    sweep's other fixed overrides (a sweep the parser cannot read is left to Hydra)."""
+USER_CONFIG_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+
+
+def job_overrides(parsed: list[Any]) -> tuple[list[str], list[str]]:
+    """(the sweep's algorithms, the overrides of its first job but the algorithm): each swept key at its first
+    value; keys whose values cannot be listed (an Optuna interval) are left out."""
+    algorithms: list[str] = []
+    first: list[str] = []
+    for o in parsed:
+        if o.key_or_group.startswith("hydra"):
+            continue
+        if not o.is_sweep_override():
+            (algorithms if o.key_or_group == "algorithm" else first).append(o.input_line)
+            continue
+        try:
+            values = list(o.sweep_string_iterator())
+        except Exception:  # not a list of values (interval): the sweeper chooses them
+            continue
+        if o.key_or_group == "algorithm":
+            algorithms += [f"algorithm={v}" for v in values]
+        elif values:
+            first.append(f"{o.get_key_element()}={values[0]}")
+    return algorithms, first
+
+
+SLURM_LAUNCHERS = ("slurm", "submitit_slurm")
+
+
+def check_launcher(argv: list[str]) -> None:
+    """A SLURM launcher on a machine without SLURM's commands: refused before any job is submitted."""
+    import shutil
+
+    launchers = [a.partition("=")[2] for a in argv if a.lstrip("+").startswith("hydra/launcher=")]
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if launchers and launchers[-1] in SLURM_LAUNCHERS and missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise UserError(
+            f"hydra/launcher={launchers[-1]} submits to SLURM, but {' and '.join(missing)} {verb} not on PATH here; "
+            "run it on the cluster's login node, or try the sweep on this machine with hydra/launcher=slurm_local"
+        )
+
+
+def check_sweep(argv: list[str], config_dir: str) -> None:
+    """Before a `-m` sweep starts any job (in this process, in joblib's workers or on a cluster): each algorithm
+    of the sweep is composed once, with every other swept key at its first value, and refused as its jobs would
+    refuse it: a misspelled key or option, or a distance the algorithm does not use (its jobs would repeat each
+    other). A sweep the parser cannot read, or one that adds the user's own config dir, is left to its jobs."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from fewshot_exp.build import check_distance_used, distance_overrides
+    from fewshot_exp.typos import check_known_keys
 
     given = [a for a in argv if not a.startswith("-")]
-    if not ({"-m", "--multirun"} & set(argv)) or not distance_overrides(given):
+    own_configs = any(a.split("=")[0] in USER_CONFIG_FLAGS or a.lstrip("+").startswith("hydra.searchpath")
+                      for a in argv)  # fmt: skip
+    if not ({"-m", "--multirun"} & set(argv)) or own_configs:
         return
     try:
         parsed = OverridesParser.create().parse_overrides(given)
     except Exception:
         return
-    swept = {o.input_line for o in parsed if o.is_sweep_override()}
-    algorithms = next((list(o.sweep_string_iterator()) for o in parsed if o.key_or_group == "algorithm" and
-                       o.is_sweep_override()), [None])  # fmt: skip
-    fixed = [a for a in given if a not in swept and not a.startswith("hydra")]
+    algorithms, first = job_overrides(parsed)
     shown = [a for a in given if distance_overrides([a])]
     with initialize_config_dir(config_dir, version_base="1.3"):
-        for algorithm in algorithms:
-            try:
-                cfg = compose("config", overrides=[*fixed, *([f"algorithm={algorithm}"] if algorithm else [])])
-            except Exception:  # e.g. a user's option from --config-dir: each job checks its own config
-                continue
+        for algorithm in algorithms or [None]:
+            cfg = compose("config", overrides=[*first, *([algorithm] if algorithm else [])])
+            check_known_keys(cfg)
             check_distance_used(cfg, shown)
 
 

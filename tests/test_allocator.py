@@ -29,6 +29,7 @@ def test_importing_the_package_turns_huge_pages_on_unless_the_user_chose():
     assert setting_seen("0") == "0"
 
 
+@pytest.mark.slow
 def test_the_on_off_benchmark_times_both_settings_in_fresh_processes(tmp_path, capsys):
     out = tmp_path / "allocator.json"
     args = "--size 16 --channels 1 --rounds 1 --calls 1 --threads 1 --workloads maml-2nd-order"

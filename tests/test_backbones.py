@@ -231,8 +231,9 @@ def test_torchvision_bad_names_and_sizes():
 @pytest.mark.parametrize(
     "overrides",
     [
-        pytest.param(TINY_RESNET12, marks=pytest.mark.slow),  # a 12-million-parameter network on the CPU
-        ["encoder=torchvision", "encoder.name=resnet18", "encoder.out_dim=16"],
+        # slow: a 12-million-parameter network on the CPU; torchvision's ResNet-18 is built and checked in-process above
+        pytest.param(TINY_RESNET12, marks=pytest.mark.slow),
+        pytest.param(["encoder=torchvision", "encoder.name=resnet18", "encoder.out_dim=16"], marks=pytest.mark.slow),
     ],
     ids=["resnet12", "torchvision"],
 )

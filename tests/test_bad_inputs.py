@@ -92,6 +92,11 @@ CATALOGUE = [
     (["algorithm=maml", "distance=cosine"], "distance=cosine: MAML does not use the distance group, so it would"),
     (["algorithm=relation", "distance.temperature=2"], "distance.temperature=2: RelationNetwork does not use the"),
     (["-m", "algorithm=protonet,fomaml", "distance=l2,cosine"], "distance=l2,cosine: MAML does not use the distance"),
+    # a sweep is checked once, before any job starts (in this process, a joblib worker or a cluster job)
+    (["-m", "hydra/launcher=parallel", "seed=0,1", "+train.lrr=0.1"], "unknown key train.lrr; did you mean train.lr?"),
+    (["-m", "episode.k_shot=1,2", "+episode.kshot=5"], "unknown key episode.kshot; did you mean episode.k_shot?"),
+    (["-m", "algorithm=maml,protonett"], "algorithm=protonett is not an option of algorithm; did you mean protonet?"),
+    (["-m", "hydra/launcher=slurm", "seed=0,1"], "hydra/launcher=slurm submits to SLURM, but"),
     (["experiment=nosuch"], "experiment=nosuch is not an option of experiment"),
     (["dataset=omniglot", "dataset.root={empty}", "dataset.background=small3"], "full_key: dataset.background"),
     # episode shapes a split cannot fill

@@ -70,6 +70,7 @@ def test_smoke_run_reports_every_row_with_positive_numbers(tmp_path, capsys):
     assert all(name in printed for name in ROWS) and "speed vs peer" in printed
 
 
+@pytest.mark.slow
 def test_peak_memory_comes_from_a_fresh_process_per_row(tmp_path):
     out = tmp_path / "results.json"
     run.main(["--smoke", "--rows", "protonet-train", "--out", str(out)])
@@ -78,6 +79,7 @@ def test_peak_memory_comes_from_a_fresh_process_per_row(tmp_path):
     assert measured and all(m is not None and m >= 0 for m in measured)
 
 
+@pytest.mark.slow
 def test_a_peer_that_does_not_import_is_reported_as_skipped(tmp_path):
     # Shadow both peers with packages that fail to import, as a missing install would.
     for name in ("easyfsl", "higher"):

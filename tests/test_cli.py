@@ -58,6 +58,7 @@ def test_wandb_offline_run_has_the_metrics(default_run):
     assert {k: run["config"][f"provenance.{k}"] for k in provenance} == provenance
 
 
+@pytest.mark.slow
 def test_a_forked_run_ends_where_a_new_interpreter_does(default_run, glyphs_root, tmp_path):
     """The other CLI tests run forks of tests/forkserver.py: the same command gives the same numbers there."""
     proc = run_cli(*TINY, f"dataset.root={glyphs_root}", f"hydra.run.dir={tmp_path}")
@@ -67,6 +68,7 @@ def test_a_forked_run_ends_where_a_new_interpreter_does(default_run, glyphs_root
     assert "test accuracy:" in proc.stdout and "95% CI over 50 episodes" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (OMNIGLOT_DIR / "one_shot_runs").is_dir(), reason=f"Omniglot data not found at {OMNIGLOT_DIR}")
 def test_omniglot_with_lake_runs(tmp_path):
     proc = run_cli(
@@ -136,6 +138,7 @@ def test_a_shot_curve_up_to_32_shots_from_one_checkpoint(default_run, tmp_path):
     assert logged_run(tmp_path)["job_type"] == "eval"
 
 
+@pytest.mark.slow
 def test_progress_bars_do_not_flood_a_log_file(glyphs_root, tmp_path):
     """stderr is a pipe here, as in a SLURM log: each bar is drawn when it starts and ends, not at every update.
     A new interpreter: tqdm reads TQDM_* variables when it is imported, the fork server imported it with bars off."""

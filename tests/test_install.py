@@ -123,6 +123,7 @@ def test_an_unreachable_wandb_server_is_found_once_per_sweep_and_the_runs_go_on_
     assert len(jobs) == 2 and all(list(d.glob("wandb/offline-run-*/run-*.wandb")) for d in jobs)
 
 
+@pytest.mark.slow
 def test_a_server_that_does_not_answer_costs_init_timeout_then_the_run_goes_on_offline(glyphs_root, tmp_path):
     silent = socket.create_server(("127.0.0.1", 0))  # accepts connections (the kernel does), never answers
     try:
