@@ -29,6 +29,7 @@ from fewshot_exp.errors import UserError
 from fewshot_exp.extras import check_extras
 from fewshot_exp.run_lock import DirInUse, held
 from fewshot_exp.sweep import record_failure
+from fewshot_exp.tracking import UNREACHABLE_VARIABLE
 from fewshot_exp.train import DivergedError, Interrupted
 from fewshot_exp.typos import check_known_keys, explain
 
@@ -243,6 +244,7 @@ def cli() -> None:
     SHOW_TRACEBACK = user_setting == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
     previous_sigterm = stopping.install()
+    sweep_verdict = os.environ.get(UNREACHABLE_VARIABLE)  # a sweep's W&B probe is for its own workers only
     sweep.failure_message = None  # of an earlier sweep of this process
     try:
         check_dirs(sys.argv[1:])
@@ -275,10 +277,11 @@ def cli() -> None:
     finally:
         sweep.release_lock()
         stopping.restore(previous_sigterm)
-        if user_setting is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = user_setting
+        for variable, value in (("HYDRA_FULL_ERROR", user_setting), (UNREACHABLE_VARIABLE, sweep_verdict)):
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
     if sweep.failure_message:
         print(f"error: {sweep.failure_message}", file=sys.stderr)
         sys.exit(1)

@@ -159,6 +159,10 @@ class SweepSummary(Callback):
             sys.exit(2)
         self.before, self.failures_before = job_dirs(sweep_dir), len(failure_lines(sweep_dir))
         _running = (self, config)
+        from fewshot_exp.tracking import probe_for_sweep
+
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        probe_for_sweep(config.get("logger"), cluster="Slurm" in launcher)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         global _running

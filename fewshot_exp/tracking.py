@@ -2,7 +2,8 @@
 
 W&B runs online when the user is logged in and offline otherwise (`logger.mode` overrides). An online run first
 checks that the server accepts a connection (`probe_server`, a few seconds at most): when it does not, that run
-and every later run of the process go offline, with one warning.
+and every later run of the process go offline, with one warning. A sweep probes once, in the process that launches
+it (`probe_for_sweep`), and its verdict reaches the launcher's worker processes through `UNREACHABLE_VARIABLE`.
 A W&B failure (import, init, log, finish) is reported once as a warning and never stops the run:
 the local `metrics.jsonl` and `results.json` are always written.
 """
@@ -32,7 +33,9 @@ def logged_in_to_wandb() -> bool:
 
 PROBE_TIMEOUT = 3.0  # seconds to open a connection to the W&B server before a run goes offline
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-unreachable: str | None = None  # why the W&B server was found unreachable by this process (then every run is offline)
+UNREACHABLE_VARIABLE = "FEWSHOT_WANDB_UNREACHABLE"  # set by a sweep's launching process for its local workers
+# why the W&B server was found unreachable by this process or the sweep that started it (then every run is offline)
+unreachable: str | None = os.environ.get(UNREACHABLE_VARIABLE)
 
 
 def server_address() -> tuple[str, int]:
@@ -61,13 +64,24 @@ def online_or_offline(timeout: float) -> str:
         unreachable = probe_server(timeout)
         if unreachable is not None:
             warnings.warn(
-                f"W&B server unreachable ({unreachable}): this run, and every later one of this process, is "
-                "logged offline; `wandb sync <run dir>/wandb` uploads them later",
+                f"W&B server unreachable ({unreachable}): this run, and every later one of this process or sweep, "
+                "is logged offline; `wandb sync <run dir>/wandb` uploads them later",
                 stacklevel=3,
             )
             return "offline"
         unreachable = ""  # reachable: not probed again
     return "offline" if unreachable else "online"
+
+
+def probe_for_sweep(logger_cfg: Any, cluster: bool) -> None:
+    """Before a sweep's jobs start: an online W&B logger probes the server once here, and, when it is unreachable,
+    the launcher's local worker processes (joblib, submitit's local executor) inherit that verdict instead of each
+    probing again. Jobs on a cluster (`cluster`) probe from their own nodes, whose network may differ."""
+    mode = logger_cfg.get("mode") if logger_cfg is not None and logger_cfg.get("name") == "wandb" else None
+    if mode is None or wandb_mode(getattr(mode, "value", str(mode))) != "online" or cluster:
+        return
+    if online_or_offline(min(PROBE_TIMEOUT, logger_cfg.get("init_timeout", PROBE_TIMEOUT))) == "offline":
+        os.environ[UNREACHABLE_VARIABLE] = unreachable or "unreachable"
 
 
 def wandb_mode(mode: str) -> str:

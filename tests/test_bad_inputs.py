@@ -113,6 +113,14 @@ CATALOGUE = [
     ),
     (["episode.tasks=10000000"], "episode.tasks=10000000 needs 2920.6 GiB for one training batch's images alone"),
     (["dataset.image_size=100000"], "dataset.image_size=100000: 72250 images of 1x100000x100000 need about"),
+    (  # checked before the pickles are read (the files here are placeholders)
+        ["dataset=cifar_fs", "dataset.root={pickles}", "dataset.image_size=5000"],
+        "dataset.image_size=5000: 60000 images of 3x5000x5000 need about",
+    ),
+    (
+        ["dataset=miniimagenet", "dataset.root={pickles}", "dataset.image_size=5000"],
+        "dataset.image_size=5000: 60000 images of 3x5000x5000 need about",
+    ),
     (["train.episode.tasks=10000000"], "train.episode.tasks=10000000 needs 2920.6 GiB"),
     # paths and files
     (["dataset=omniglot"], "dataset.root is not set"),
@@ -215,6 +223,10 @@ def places(glyphs_root, tmp_path_factory):
     (base / "zips").mkdir()
     (base / "zips" / "images_background_small1.zip").write_bytes(b"this is not a zip file")
     (base / "file").write_text("not a directory")
+    for name in ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta",
+                 *(f"mini-imagenet-cache-{split}.pkl" for split in ("train", "val", "test"))):  # fmt: skip
+        (base / "pickles" / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / "pickles" / name).write_bytes(b"not a pickle")
     for name, (damaged, damage) in DAMAGED_COPIES.items():
         copy = base / name
         copy.mkdir()
@@ -228,6 +240,7 @@ def places(glyphs_root, tmp_path_factory):
         "run": run,
         "empty": base / "empty",
         "zips": base / "zips",
+        "pickles": base / "pickles",
         "file": base / "file",
         **{name: base / name for name in DAMAGED_COPIES},
         "glyphs": glyphs_root,

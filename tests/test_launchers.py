@@ -37,6 +37,22 @@ def test_joblib_launcher_runs_the_jobs_in_parallel_processes(glyphs_root, tmp_pa
     assert json.loads((sweep / "sweep_summary.json").read_text())["finished"] == 2
 
 
+@pytest.mark.slow
+def test_joblib_workers_inherit_the_sweeps_verdict_on_an_unreachable_wandb_server(glyphs_root, tmp_path):
+    """The launching process probes the server once; its joblib workers go offline without probing again."""
+    sweep = tmp_path / "sweep"
+    env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "k" * 40}
+    proc = run_cli(
+        "-m", "hydra/launcher=parallel", "seed=0,1", "train.episodes=10", *TINY[:-1], "logger=wandb",
+        f"dataset.root={glyphs_root}", f"hydra.sweep.dir={sweep}", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in proc.stderr + proc.stdout
+    assert proc.stderr.count("W&B server unreachable (127.0.0.1:9: Connection refused)") == 1  # not once per worker
+    jobs = sorted(d for d in sweep.iterdir() if (d / "results.json").is_file())
+    assert len(jobs) == 2 and all(list(d.glob("wandb/offline-run-*/run-*.wandb")) for d in jobs)
+
+
 def worker_pids(sweep: Path) -> list[int]:
     """Processes running a submitit job of this sweep (`python -m submitit.core._submit <sweep>/.submitit/..`)."""
     pids = []

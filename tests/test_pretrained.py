@@ -60,6 +60,7 @@ def test_a_different_encoder_is_refused_in_one_line(tmp_path):
         init_encoder(target, str(tmp_path / "other.pt"), CPU)
 
 
+@pytest.mark.slow
 def test_through_the_command_line_and_resumed_without_the_source(glyphs_root, tmp_path):
     from conftest import run_cli
 

@@ -142,6 +142,44 @@ def test_a_failed_write_on_a_full_disk_is_enospc_and_leaves_nothing(tmp_path, mo
     assert target.read_text() == "the previous checkpoint" and sorted(tmp_path.iterdir()) == [target]
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB tmpfs (root may mount one in most containers and CI machines; skipped where it cannot)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip() or mounted.returncode}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_run_on_a_really_full_disk_stops_with_one_line_and_keeps_the_disk_clean(small_disk, glyphs_root):
+    """No simulation: the run dir is on a 1 MiB file system, too small for the first checkpoint of the default
+    Conv-4 (about 1.4 MB with Adam's state)."""
+    run_dir = small_disk / "run"
+    default_encoder = [o for o in TINY if not o.startswith("encoder.")]
+    proc = run_cli(*default_encoder, f"dataset.root={glyphs_root}", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    line = one_error_line(proc.stderr)
+    assert line.startswith("error: no space left on device"), line
+    assert line.endswith((f"{run_dir}/best.pt", f"{run_dir}/last.pt")), line
+    assert not list(run_dir.glob("*.pt")) and not list(run_dir.glob(".*.tmp"))  # no partial checkpoint left
+
+
+def test_a_write_that_fills_a_real_disk_is_enospc_and_leaves_the_old_file(small_disk):
+    target = small_disk / "metrics.jsonl"
+    target.write_text("the rows written so far\n")
+    (small_disk / "filler").write_bytes(b"x" * (1024 * 1024 - 64 * 1024))  # the disk nearly full
+    with pytest.raises(OSError) as raised:
+        files.write_atomically(target, "y" * (256 * 1024))
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
+    assert target.read_text() == "the rows written so far\n"
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "metrics.jsonl"]
+
+
 def test_one_test_episode_gives_strict_json_with_a_null_interval(glyphs_root, tmp_path):
     proc = run_cli(*TINY, "eval.episodes=1", f"dataset.root={glyphs_root}", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -121,6 +121,7 @@ def test_resume_refuses_a_changed_config_and_fresh_runs_refuse_to_overwrite(glyp
     assert proc.returncode == 2 and "last.pt is unreadable" in proc.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_the_stop_message_s_resume_command_works_as_printed(glyphs_root, tmp_path):
     """`resume=<dir>` alone re-applies the run's own overrides (.hydra/overrides.yaml), so the hint printed at a
     graceful stop is the whole command, also for a sweep job, whose dir name holds '=' and ','."""

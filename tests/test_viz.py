@@ -43,6 +43,7 @@ def assert_png(path: Path, min_width: int, min_height: int) -> None:
         assert len(np.unique(np.asarray(image.convert("L")))) > 10  # something was drawn
 
 
+@pytest.mark.slow
 def test_viz_writes_the_plots_and_logs_them_to_wandb(viz_run):
     assert_png(viz_run / "embedding.png", 500, 400)
     assert_png(viz_run / "gallery.png", 400, 150)
@@ -54,6 +55,7 @@ def test_viz_writes_the_plots_and_logs_them_to_wandb(viz_run):
     assert len(media) == 2
 
 
+@pytest.mark.slow
 def test_multiproto_run_writes_its_prototype_report(viz_run):
     report = json.loads((viz_run / "multiproto.json").read_text())
     assert report["episodes"] == 100 and report["prototypes"] == 100 * 5 * 2  # 5-way, 2 k-means centres a class

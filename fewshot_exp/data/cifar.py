@@ -25,9 +25,11 @@ from torchvision.datasets import CIFAR100
 from fewshot_exp.data.common import by_class, random_class_split, require_root, resize, split_by_class, split_lists
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
+from fewshot_exp.memory import check_images_fit
 
 FOLDER = CIFAR100.base_folder  # "cifar-100-python"
 FILES = ("train", "test", "meta")
+IMAGES = 60_000  # 600 of each of the 100 classes, in the train and test files together
 
 
 class _CIFAR100(CIFAR100):
@@ -49,6 +51,7 @@ def read_cifar100(cfg: Any) -> dict[str, torch.Tensor]:
                     f"CIFAR-100 file {root / FOLDER / name} not found: dataset.root must hold torchvision's "
                     f"{FOLDER}/ folder (or set dataset.download=true)"
                 )
+    check_images_fit(IMAGES, 3, cfg.image_size, f"dataset.image_size={cfg.image_size}")  # before unpickling
     try:
         if cfg.download:
             CIFAR100(str(root), download=True)

@@ -27,13 +27,16 @@ import torch
 from fewshot_exp.data.common import SPLIT_NAMES, decode_images, require_root, resize, split_by_class, split_lists
 from fewshot_exp.data.imageset import ImageSet, Splits
 from fewshot_exp.errors import UserError
+from fewshot_exp.memory import check_images_fit
 
 CACHE = "mini-imagenet-cache-{}.pkl"
+IMAGES = 60_000  # 600 of each of the 64 + 16 + 20 classes
 
 
 def load_miniimagenet(cfg: Any) -> Splits:
     root = require_root(cfg.root, "mini-imagenet")
     if (root / CACHE.format("train")).is_file():
+        check_images_fit(IMAGES, 3, cfg.image_size, f"dataset.image_size={cfg.image_size}")  # before unpickling
         return Splits(*(_read_cache(root / CACHE.format(s), cfg.image_size) for s in SPLIT_NAMES))
     if (root / "images").is_dir():
         return _read_folder(root, cfg.image_size)
