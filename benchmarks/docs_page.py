@@ -49,7 +49,10 @@ INTRO = """\
 - **Fusion on/off** (`benchmarks.fusion`): the Conv-4 training step with batch norm, max-pool and ReLU as one
   function (`encoder.fuse_norm_pool`, `fewshot_exp/norm_pool.py`) against the modules' own kernels; second-order
   MAML with the channels_last encoder, batch norm by `[N·H·W, C]` rows and the written-out double backward
-  (`fewshot_exp/task_batch_norm.py`) against an NCHW encoder with plain `F.batch_norm`.
+  (`fewshot_exp/task_batch_norm.py`) against an NCHW encoder with plain `F.batch_norm`. On rows, the batch
+  statistics and the backward's sums are cascade sums, as precise in float32 as the NCHW kernels (PyTorch's row
+  kernels sum each channel in sequence, and put 5-step MAML's float32 meta-gradient about ten times further
+  from float64 than NCHW does); `tests/test_layout_precision.py` checks it.
 - **bf16 autocast on/off** (`benchmarks.amp`): `train.amp=true` (the training forward under
   `torch.autocast(<device>, torch.bfloat16)`) against float32. It is fast only on hardware with bf16 arithmetic
   (CUDA GPUs from Ampere on, x86 CPUs with AVX512-BF16 or AMX): the table's header gives the CPU's bf16 flags.

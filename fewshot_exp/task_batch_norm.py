@@ -20,6 +20,13 @@ V = mean(v) and W = mean(v u) (all per channel; A and B are g_beta / M and g_gam
 about 11 passes: x_hat, three products summed, and the two linear combinations. tests/test_task_batch_norm.py
 checks it by gradgradcheck and against PyTorch's own double backward; tests/test_maml.py's finite-difference
 meta-gradient tests run through it.
+
+PyTorch's CPU kernels are precise on NCHW maps, but on [M, C] rows (the layout `batch_norm_rows` gives a
+channels_last map) they sum each channel's M values one after the other: in float32 their statistics and
+gradient sums are off by 10-20 times more, and second-order MAML's meta-gradient, which goes through them
+at every inner step, by 100 to 1000 times more than an NCHW computation. On rows, the statistics and the
+backward's sums are therefore taken by `torch.sum` (a cascade sum) around a centred second pass, and only
+the normalisation is the fused kernel's (tests/test_layout_precision.py).
 """
 
 from __future__ import annotations
@@ -37,12 +44,41 @@ def channel_dims(x: torch.Tensor) -> list[int]:
     return [0, *range(2, x.dim())]
 
 
+def precise_statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each channel's mean and 1 / sqrt(biased variance + eps), by cascade sums and a centred second pass."""
+    dims, m = channel_dims(x), x.numel() // x.shape[1]
+    mean = x.sum(dims) / m
+    centred = x - per_channel(mean, x)
+    return mean, torch.rsqrt((centred * centred).sum(dims) / m + eps)
+
+
+def precise_backward(
+    u: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, mean: torch.Tensor, r: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(g_x, g_gamma, g_beta) of the module docstring, with cascade sums."""
+    dims, m = channel_dims(x), x.numel() // x.shape[1]
+    x_hat = torch.addcmul(per_channel(-mean * r, x), x, per_channel(r, x))
+    g_beta, g_gamma = u.sum(dims), (u * x_hat).sum(dims)
+    gr = gamma * r
+    g_x = torch.addcmul(per_channel(-gr * g_beta / m, x), x_hat, per_channel(-gr * g_gamma / m, x))
+    return g_x.addcmul_(u, per_channel(gr, x)), g_gamma, g_beta
+
+
+def summed_in_sequence(x: torch.Tensor) -> bool:
+    """Whether PyTorch's CPU batch-norm kernels sum x's channels in sequence (imprecise): rows [M, C] on the CPU."""
+    return x.dim() == 2 and x.device.type == "cpu"
+
+
 class BatchNorm(torch.autograd.Function):
     """y = batch_norm(x, weight, bias) with batch statistics; its backward is `BatchNormBackward`."""
 
     @staticmethod
     def forward(x, weight, bias, eps):
-        return torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
+        if not summed_in_sequence(x):
+            return torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
+        mean, invstd = precise_statistics(x, eps)
+        var = invstd.pow(-2) - eps  # the fused kernel normalises with given statistics in its inference mode
+        return torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0], mean, invstd
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -65,6 +101,8 @@ class BatchNormBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(grad_y, x, weight, mean, invstd, eps):
+        if summed_in_sequence(x):
+            return precise_backward(grad_y, x, weight, mean, invstd)
         return torch.ops.aten.native_batch_norm_backward(
             grad_y, x, weight, None, None, mean, invstd, True, eps, [True, True, True]
         )
