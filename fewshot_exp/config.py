@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import II, MISSING, OmegaConf
 
 from fewshot_exp.checkpoint import checkpoint_path
 from fewshot_exp.errors import UserError
@@ -218,6 +218,49 @@ class DistanceConfig:
 
 
 @dataclass
+class AdamConfig:
+    """The outer optimizer, built as `<_target_>(params, lr=train.lr, weight_decay=train.weight_decay, **rest)`."""
+
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class SGDConfig:
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True
+    momentum: float = 0.9
+    nesterov: bool = True
+
+
+@dataclass
+class StepSchedulerConfig:
+    """The learning-rate schedule, built as `<_target_>(optimizer, **rest)` and stepped once per training episode."""
+
+    _target_: str = "torch.optim.lr_scheduler.StepLR"
+    _partial_: bool = True
+    step_size: int = II("train.lr_step")
+    gamma: float = II("train.lr_gamma")
+
+
+@dataclass
+class CosineSchedulerConfig:
+    _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
+    _partial_: bool = True
+    T_max: int = II("train.episodes")  # noqa: N815  (torch's argument name)
+    eta_min: float = 0.0
+
+
+@dataclass
+class ConstantSchedulerConfig:
+    _target_: str = "torch.optim.lr_scheduler.ConstantLR"
+    _partial_: bool = True
+    factor: float = 1.0
+    total_iters: int = 0
+
+
+@dataclass
 class EpisodeShape:
     n_way: int = 5
     k_shot: int = 5
@@ -375,9 +418,9 @@ class Projection(Enum):
 @dataclass
 class TrainConfig:
     episodes: int = 2000
-    lr: float = 1e-3
-    lr_step: int = 1000  # episodes between learning-rate decays
-    lr_gamma: float = 0.5
+    lr: float = 1e-3  # the optimizer's learning rate (at the schedule's start)
+    lr_step: int = 1000  # episodes between learning-rate decays (scheduler=step)
+    lr_gamma: float = 0.5  # the factor of each decay (scheduler=step)
     weight_decay: float = 0.0
     episode: TrainEpisodeShape = field(default_factory=TrainEpisodeShape)
     log_every: int = 50
@@ -422,6 +465,8 @@ class Config:
     distance: DistanceConfig = MISSING
     episode: EpisodeShape = field(default_factory=EpisodeShape)
     logger: LoggerConfig = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     experiment_name: str = "default"
@@ -461,6 +506,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "multiproto": MultiProtoConfig,
     },
     "distance": {"distance": DistanceConfig},
+    "optimizer": {"adam": AdamConfig, "sgd": SGDConfig},
+    "scheduler": {"step": StepSchedulerConfig, "cosine": CosineSchedulerConfig, "none": ConstantSchedulerConfig},
     "logger": {"logger": LoggerConfig},
 }
 

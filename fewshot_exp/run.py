@@ -144,7 +144,10 @@ def schema_default(cfg: Any, key: str) -> Any:
     field = fields.get(leaf)
     if field is None or field.default is dataclasses.MISSING:
         return object()
-    return getattr(field.default, "name", field.default)
+    default = getattr(field.default, "name", field.default)
+    if isinstance(default, str) and default.startswith("${"):  # an interpolation (scheduler.step_size): what it gives
+        return OmegaConf.select(cfg, key)
+    return default
 
 
 def resume_state(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any] | None:

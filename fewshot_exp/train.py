@@ -88,22 +88,33 @@ def derivatives_named() -> Iterator[None]:
 
 
 def training_step(
-    algorithm: FewShotAlgorithm, episode: Episode, optimizer: torch.optim.Optimizer, device: torch.device, amp: bool
+    algorithm: FewShotAlgorithm,
+    episode: Episode,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    amp: bool,
+    lr_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One update on one episode; returns (loss, query logits) without reading them on the host.
 
     The algorithm's own outer update (`meta_update`: Reptile, MAML's task-by-task backward) when it has one,
-    else forward, loss, backward and an optimizer step.
+    else forward, loss, backward and an optimizer step. `lr_scale` is the learning-rate schedule's current
+    factor (the learning rate over `train.lr`), for an outer update that is not the optimizer's (Reptile's).
     """
     with derivatives_named():
-        return _training_step(algorithm, episode, optimizer, device, amp)
+        return _training_step(algorithm, episode, optimizer, device, amp, lr_scale)
 
 
 def _training_step(
-    algorithm: FewShotAlgorithm, episode: Episode, optimizer: torch.optim.Optimizer, device: torch.device, amp: bool
+    algorithm: FewShotAlgorithm,
+    episode: Episode,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    amp: bool,
+    lr_scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     with autocast(device, amp):
-        update = algorithm.meta_update(episode, optimizer)
+        update = algorithm.meta_update(episode, optimizer, lr_scale)
         if update is not None:
             return update
         logits = algorithm(episode)
@@ -167,6 +178,17 @@ def stop_requests() -> Iterator[tuple[list[int], dict[int, Any]]]:
             signal.signal(sig, handler)
 
 
+def optimizer_and_schedule(
+    algorithm: FewShotAlgorithm, cfg: Any
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The `optimizer` group's optimizer of the algorithm's parameters (at `train.lr`, `train.weight_decay`) and the
+    `scheduler` group's schedule of it."""
+    from hydra.utils import instantiate
+
+    optimizer = instantiate(cfg.optimizer)(algorithm.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    return optimizer, instantiate(cfg.scheduler)(optimizer)
+
+
 def train(
     algorithm: FewShotAlgorithm,
     samplers: dict[str, EpisodeSampler],
@@ -179,8 +201,7 @@ def train(
     """Train up to `cfg.train.episodes` episodes (continuing `resume_from`, a last.pt state, if given);
     returns the best validation accuracy."""
     tc = cfg.train
-    optimizer = torch.optim.Adam(algorithm.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.lr_step, gamma=tc.lr_gamma)
+    optimizer, scheduler = optimizer_and_schedule(algorithm, cfg)
     progress = Progress(running=torch.zeros(2, device=device))
     if resume_from is not None:
         optimizer.load_state_dict(resume_from["optimizer"])
@@ -214,7 +235,8 @@ def train(
     with stop_requests() as (stop, replaced):
         for step in bar:
             episode = samplers["train"].sample()
-            loss, logits = training_step(algorithm, episode, optimizer, device, tc.amp)
+            lr_scale = scheduler.get_last_lr()[0] / tc.lr  # the schedule's factor, for an outer step of its own
+            loss, logits = training_step(algorithm, episode, optimizer, device, tc.amp, lr_scale)
             scheduler.step()
             progress.episode = step
             progress.add(loss, logits, episode)

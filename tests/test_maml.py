@@ -410,9 +410,7 @@ def test_reptile_update_is_theta_plus_epsilon_times_mean_phi_minus_theta(vectori
     )
     ep = episode(tasks=2)
     theta = {n: p.detach().clone() for n, p in algorithm.named_parameters()}
-    optimizer = torch.optim.Adam(algorithm.parameters(), lr=1e-3)
-    torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)  # records initial_lr = 1e-3
-    optimizer.param_groups[0]["lr"] = 0.5e-3  # as after one decay: epsilon = 0.8 * 0.5
+    optimizer = torch.optim.Adam(algorithm.parameters(), lr=1e-3)  # not stepped: the update is Reptile's own
     phis = []
     for t in range(ep.tasks):  # plain SGD on a copy, on the support and query images of the task
         model = copy.deepcopy(algorithm)
@@ -426,7 +424,7 @@ def test_reptile_update_is_theta_plus_epsilon_times_mean_phi_minus_theta(vectori
                     if g is not None:
                         p -= (0.3 if n.startswith("head") else 0.2) * g
         phis.append({n: p.detach() for n, p in model.named_parameters()})
-    loss, logits = algorithm.meta_update(ep, optimizer)
+    loss, logits = algorithm.meta_update(ep, optimizer, lr_scale=0.5)  # as after one decay: epsilon = 0.8 * 0.5
     assert logits.shape == (2, N_WAY * N_QUERY, N_WAY) and loss.dim() == 0
     for n, p in algorithm.named_parameters():
         expected = theta[n] + 0.4 * ((phis[0][n] + phis[1][n]) / 2 - theta[n])
@@ -460,7 +458,7 @@ def test_task_by_task_meta_update_takes_the_single_backward_step(cls, first_orde
     for per_task in (True, False):
         algorithm = make(cls, inner_steps=2, first_order=first_order, meta_sgd=meta_sgd, vectorize=False)
         if not per_task:
-            algorithm.meta_update = lambda episode, optimizer: None  # the loop's own step
+            algorithm.meta_update = lambda episode, optimizer, lr_scale: None  # the loop's own step
         optimizer = torch.optim.SGD(algorithm.parameters(), lr=0.1)  # the step is the gradient itself
         loss, logits = training_step(algorithm, ep, optimizer, torch.device("cpu"), amp=False)
         after[per_task] = (loss.detach(), logits.detach(), [p.detach().clone() for p in algorithm.parameters()])

@@ -5,6 +5,7 @@ uninterrupted run ends: same parameters, same results.json, same metrics.jsonl."
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 
 import pytest
@@ -159,3 +160,21 @@ def test_deterministic_is_set_both_ways_for_the_next_job_of_a_multirun():
     finally:
         seed_everything(0, deterministic=False)
         torch.backends.cudnn.benchmark = False
+
+
+def test_sgd_with_a_cosine_schedule_resumes_bit_exact_and_refuses_another_schedule(glyphs_root, tmp_path):
+    """The optimizer and scheduler groups' states go into last.pt: stopped by SIGTERM mid-run and resumed, the run
+    ends where an uninterrupted one does; the learning rate logged is the cosine schedule's."""
+    chosen = [f"dataset.root={glyphs_root}", "optimizer=sgd", "scheduler=cosine", "train.lr=0.05"]
+    assert run(tmp_path / "reference", "", *chosen).returncode == 0
+    stop = "fault(fewshot_exp.data.episodes.EpisodeSampler, 'sample', 24, sig=signal.SIGTERM)"
+    assert run(tmp_path / "resumed", stop, *chosen).returncode == 143
+    proc = run(tmp_path / "resumed", "", *chosen, "scheduler=step", "resume=true")
+    assert proc.returncode == 2 and "config differs from the checkpoint's in scheduler." in proc.stderr
+    assert run(tmp_path / "resumed", "", *chosen, "resume=true").returncode == 0
+    (ref_params, ref_results, ref_rows), (params, results, rows) = map(final_state, (tmp_path / "reference",
+                                                                                    tmp_path / "resumed"))  # fmt: skip
+    assert all(torch.equal(params[name], ref_params[name]) for name in ref_params)
+    assert (results, rows) == (ref_results, ref_rows)
+    lrs = {r["step"]: r["train/lr"] for r in rows if "train/lr" in r}
+    assert lrs[20] == pytest.approx(0.05 * (1 + math.cos(math.pi * 20 / 40)) / 2) and lrs[40] == pytest.approx(0)

@@ -87,8 +87,9 @@ class FewShotAlgorithm(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1), episode.query_y.flatten())
 
     def meta_update(
-        self, episode: Episode, optimizer: torch.optim.Optimizer
+        self, episode: Episode, optimizer: torch.optim.Optimizer, lr_scale: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """One training step for an algorithm whose outer update is not `loss.backward(); optimizer.step()`
-        (Reptile): update the parameters and return (loss, logits) to log. None: use the loop's gradient step."""
+        (Reptile): update the parameters and return (loss, logits) to log. None: use the loop's gradient step.
+        `lr_scale` is the learning-rate schedule's current factor, for an update that is not the optimizer's."""
         return None

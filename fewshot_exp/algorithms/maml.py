@@ -399,7 +399,7 @@ class MAML(FewShotAlgorithm):
         return self.vectorize if self.vectorize is not None else device.type == "cuda"
 
     def meta_update(
-        self, episode: Episode, optimizer: torch.optim.Optimizer
+        self, episode: Episode, optimizer: torch.optim.Optimizer, lr_scale: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The meta-gradient of the mean query loss, grad (1/T) sum_t L_t(theta_k^t), accumulated with one backward
         per task, then one optimizer step. Only one task's graph through its inner loop is alive at a time, so peak

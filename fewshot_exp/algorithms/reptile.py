@@ -9,9 +9,9 @@ with no gradient through the inner loop (the batched version of the paper's Algo
 paper, the inner loop trains on all the images the task has: here support and query together (the
 paper samples a task's training images and has no held-out query set during meta-training).
 
-In the training loop this is the `meta_update` hook: the loop's Adam is not stepped; epsilon
-follows its learning-rate schedule, epsilon_t = `outer_stepsize` * lr_t / lr_0 (StepLR decays it as
-it decays lr). The reported training loss/accuracy are those of the query images at the last inner
+In the training loop this is the `meta_update` hook: the loop's optimizer is not stepped; epsilon
+follows the `scheduler` group's learning-rate schedule, epsilon_t = `outer_stepsize` * lr_t / lr_0, the factor
+the loop passes as `lr_scale`. The reported training loss/accuracy are those of the query images at the last inner
 step (phi_{k-1}), which the inner loop also trains on, so they read high.
 
 Evaluation (and `forward`, also in training mode): fine-tune a copy of theta on the support set
@@ -73,10 +73,12 @@ class Reptile(MAML):
         )
         self.outer_stepsize = outer_stepsize
 
-    def meta_update(self, episode: Episode, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:
-        """theta <- theta + epsilon * (mean_i phi_i - theta); returns (loss, query logits [T, N*Q, N]) to log."""
-        group = optimizer.param_groups[0]
-        epsilon = self.outer_stepsize * group["lr"] / group.get("initial_lr", group["lr"])
+    def meta_update(
+        self, episode: Episode, optimizer: torch.optim.Optimizer, lr_scale: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """theta <- theta + epsilon * (mean_i phi_i - theta), epsilon = `outer_stepsize` times the learning-rate
+        schedule's factor `lr_scale`; returns (loss, query logits [T, N*Q, N]) to log."""
+        epsilon = self.outer_stepsize * lr_scale
         n_way, n_support = episode.n_way, episode.support_x.shape[1]
         x = torch.cat([episode.support_x, episode.query_x], 1)  # [T, N*(K+Q), C, H, W]
         y = torch.cat([episode.support_y, episode.query_y], 1)  # [T, N*(K+Q)]
