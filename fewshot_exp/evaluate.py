@@ -77,9 +77,7 @@ def evaluate(
             bar.update(episode.tasks)
             logits = algorithm(episode)  # [T, N*Q, N]
             accs.append((logits.argmax(-1) == episode.query_y).sum(1).double() / episode.query_y.shape[1])
-            losses.append(
-                torch.nn.functional.cross_entropy(logits.transpose(1, 2), episode.query_y, reduction="none").mean(1)
-            )
+            losses.append(algorithm.episode_losses(logits, episode))  # the algorithm's own loss, per episode
     algorithm.train(was_training)
     per_episode, per_episode_loss = torch.cat(accs).cpu(), torch.cat(losses).double().cpu()
     mean, ci95 = mean_ci95(per_episode)

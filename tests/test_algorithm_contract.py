@@ -100,18 +100,32 @@ def test_relabelling_permutes_logits(algorithm):
 
 
 def test_a_few_steps_lower_the_loss(algorithm):
+    """Through the training loop's own step: the algorithm's outer update where it has one (Reptile's, MAML's
+    task-by-task backward), else backward and the optimizer's step."""
     ep = episode(tasks=2)
     opt = torch.optim.Adam(algorithm.parameters(), lr=1e-3)
     algorithm.train()
     losses = []
     for _ in range(15):
         torch.manual_seed(3)
-        loss = algorithm.loss(algorithm(ep), ep)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss, _ = training_step(algorithm, ep, opt, torch.device("cpu"), amp=False)
         losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
+
+
+def test_each_episode_s_evaluation_loss_is_the_algorithm_s_own_loss(algorithm):
+    """`episode_losses` (evaluation's val/loss and test/loss, per episode) is `loss` of each task alone, and their
+    mean is `loss` of the whole episode: the same quantity as train/loss (MSE for Relation, pair losses for
+    Siamese, cross-entropy for the others)."""
+    ep = episode(tasks=2)
+    algorithm.eval()
+    torch.manual_seed(3)
+    logits = algorithm(ep)
+    per_episode = algorithm.episode_losses(logits, ep)
+    assert per_episode.shape == (2,)
+    for t in range(2):
+        torch.testing.assert_close(per_episode[t], algorithm.loss(logits[t : t + 1], task(ep, t)))
+    torch.testing.assert_close(per_episode.mean(), algorithm.loss(logits, ep))
 
 
 def amp_update(name: str, amp: bool) -> tuple[float, torch.Tensor, set[torch.dtype]]:

@@ -86,6 +86,11 @@ class FewShotAlgorithm(nn.Module):
         """Mean cross-entropy over all query images of all tasks."""
         return F.cross_entropy(logits.flatten(0, 1), episode.query_y.flatten())
 
+    def episode_losses(self, logits: torch.Tensor, episode: Episode) -> torch.Tensor:
+        """Each task's own `loss` [T] (their mean is `loss` of the whole episode): evaluation's val/loss and
+        test/loss, so that they mean what train/loss means for every algorithm."""
+        return F.cross_entropy(logits.transpose(1, 2), episode.query_y, reduction="none").mean(1)
+
     def meta_update(
         self, episode: Episode, optimizer: torch.optim.Optimizer, lr_scale: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor] | None:

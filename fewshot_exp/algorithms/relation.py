@@ -123,3 +123,7 @@ class RelationNetwork(FewShotAlgorithm):
     def loss(self, logits: torch.Tensor, episode: Episode) -> torch.Tensor:
         """Mean squared error between the relation scores and the one-hot query labels."""
         return F.mse_loss(logits, F.one_hot(episode.query_y, episode.n_way).to(logits.dtype))
+
+    def episode_losses(self, logits: torch.Tensor, episode: Episode) -> torch.Tensor:
+        """Each task's mean squared error [T]."""
+        return (logits - F.one_hot(episode.query_y, episode.n_way).to(logits.dtype)).pow(2).mean((1, 2))

@@ -121,3 +121,9 @@ class SiameseNetwork(FewShotAlgorithm):
             loss_same = d2
             loss_different = (self.margin - d2.clamp_min(1e-12).sqrt()).clamp_min(0).pow(2)
         return 0.5 * loss_same[positive].mean() + 0.5 * loss_different[negative].mean()
+
+    def episode_losses(self, logits: torch.Tensor, episode: Episode) -> torch.Tensor:
+        """Each task's pair loss [T], from its own pairs (its embeddings again: `loss` pools the tasks' pairs)."""
+        parts = (episode.support_x, episode.support_y, episode.query_x, episode.query_y)
+        tasks = [Episode(*(part[t : t + 1] for part in parts), n_way=episode.n_way) for t in range(episode.tasks)]
+        return torch.stack([self.loss(logits[t : t + 1], task) for t, task in enumerate(tasks)])
