@@ -411,8 +411,7 @@ class MAML(FewShotAlgorithm):
         optimizer.zero_grad(set_to_none=True)
         losses, logits = [], []
         for t in range(episode.tasks):
-            parts = (episode.support_x, episode.support_y, episode.query_x, episode.query_y)
-            task = Episode(*(part[t : t + 1] for part in parts), n_way=episode.n_way)
+            task = episode.task(t)
             task_logits = self(task)
             loss = self.loss(task_logits, task)
             (loss / episode.tasks).backward()

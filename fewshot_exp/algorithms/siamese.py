@@ -124,6 +124,4 @@ class SiameseNetwork(FewShotAlgorithm):
 
     def episode_losses(self, logits: torch.Tensor, episode: Episode) -> torch.Tensor:
         """Each task's pair loss [T], from its own pairs (its embeddings again: `loss` pools the tasks' pairs)."""
-        parts = (episode.support_x, episode.support_y, episode.query_x, episode.query_y)
-        tasks = [Episode(*(part[t : t + 1] for part in parts), n_way=episode.n_way) for t in range(episode.tasks)]
-        return torch.stack([self.loss(logits[t : t + 1], task) for t, task in enumerate(tasks)])
+        return torch.stack([self.loss(logits[t : t + 1], episode.task(t)) for t in range(episode.tasks)])

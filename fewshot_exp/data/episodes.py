@@ -31,6 +31,11 @@ class Episode:
     def tasks(self) -> int:
         return self.support_x.shape[0]
 
+    def task(self, t: int) -> Episode:
+        """Task t of the meta-batch, as an episode of one task."""
+        parts = (self.support_x, self.support_y, self.query_x, self.query_y)
+        return Episode(*(part[t : t + 1] for part in parts), n_way=self.n_way)
+
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 pixels -> float in [0, 1]."""
