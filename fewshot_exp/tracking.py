@@ -73,6 +73,11 @@ def online_or_offline(timeout: float) -> str:
     return "offline" if unreachable else "online"
 
 
+def online_or_offline_for(logger_cfg: Any) -> str:
+    """`online_or_offline` within the logger's own limits: the probe's few seconds, at most `init_timeout`."""
+    return online_or_offline(min(PROBE_TIMEOUT, logger_cfg.init_timeout))
+
+
 def probe_for_sweep(logger_cfg: Any, cluster: bool) -> None:
     """Before a sweep's jobs start: an online W&B logger probes the server once here, and, when it is unreachable,
     the launcher's local worker processes (joblib, submitit's local executor) inherit that verdict instead of each
@@ -80,7 +85,7 @@ def probe_for_sweep(logger_cfg: Any, cluster: bool) -> None:
     mode = logger_cfg.get("mode") if logger_cfg is not None and logger_cfg.get("name") == "wandb" else None
     if mode is None or wandb_mode(getattr(mode, "value", str(mode))) != "online" or cluster:
         return
-    if online_or_offline(min(PROBE_TIMEOUT, logger_cfg.get("init_timeout", PROBE_TIMEOUT))) == "offline":
+    if online_or_offline_for(logger_cfg) == "offline":
         os.environ[UNREACHABLE_VARIABLE] = unreachable or "unreachable"
 
 
@@ -153,7 +158,7 @@ class Tracker:
 
         mode = wandb_mode(logger_cfg.mode.value)
         if mode == "online":  # an unreachable server costs a few seconds, once per process
-            mode = online_or_offline(min(PROBE_TIMEOUT, logger_cfg.init_timeout))
+            mode = online_or_offline_for(logger_cfg)
         previous_id = resume[0] if resume else None
         same_run = previous_id is not None and mode == "online"
         if previous_id is not None and not same_run:
