@@ -11,12 +11,13 @@ from fewshot_exp.algorithms.base import FewShotAlgorithm
 from fewshot_exp.algorithms.maml import check_embedding_dim
 from fewshot_exp.config import EvalConfig, train_shape
 from fewshot_exp.data import load_dataset
-from fewshot_exp.data.augment import Normalize, build_augment
+from fewshot_exp.data.augment import Augment, Normalize, build_augment
 from fewshot_exp.data.episodes import EpisodeSampler, batch_bytes, check_shape
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.distances import Distance
 from fewshot_exp.errors import UserError
 from fewshot_exp.memory import device_memory
+from fewshot_exp.tta import Views
 
 
 def select_device(name: str) -> torch.device:
@@ -66,7 +67,7 @@ def check_batch_memory(cfg: Any, splits: Splits) -> None:
 #: The offset of each sampler's generator seed. Training episodes follow the run's `seed`; validation, test and
 #: visualised episodes follow `eval.seed`, so that runs differing in `seed`, algorithm or anything else that leaves
 #: the data and the episode shape alone are validated and tested on the same episodes.
-SEED_OFFSETS = {"train": 0, "val": 1, "test": 2, "viz": 3}
+SEED_OFFSETS = {"train": 0, "val": 1, "test": 2, "viz": 3, "tta": 4}
 
 
 def episode_seed(cfg: Any, split: str) -> int:
@@ -74,6 +75,20 @@ def episode_seed(cfg: Any, split: str) -> int:
     default."""
     base = cfg.seed if split == "train" else cfg.eval.get("seed", EvalConfig.seed)
     return base + SEED_OFFSETS[split]
+
+
+def tta_views(cfg: Any) -> Views | None:
+    """The test-time views of `eval.tta` (drawn with the `dataset.augment` settings), or None when it is 0."""
+    views = cfg.eval.get("tta", EvalConfig.tta)
+    if views == 0:
+        return None
+    augment = Augment(cfg.dataset.augment)
+    if views < 0 or augment.identity:
+        raise UserError(
+            f"eval.tta={views} needs a positive number of views and dataset.augment settings that change an image "
+            "(for example dataset.augment.rotate=10)"
+        )
+    return Views(augment, views, episode_seed(cfg, "tta"))
 
 
 def samplers(cfg: Any, splits: Splits) -> dict[str, EpisodeSampler]:

@@ -55,6 +55,9 @@ class AugmentConfig:
     rotate: float = 0.0  # small affine: rotation in [-rotate, rotate] degrees
     translate: float = 0.0  # ... shift up to this fraction of the image size
     scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # ... zoom range
+    shear: float = 0.0  # ... horizontal shear in [-shear, shear] degrees
+    elastic: float = 0.0  # elastic distortion: smooth displacements up to this fraction of the image
+    thickness: float = 0.0  # stroke thickness: blend in [-t, t] towards a 3x3 erosion (-) or dilation (+)
 
 
 @dataclass
@@ -440,6 +443,7 @@ class EvalConfig:
     # past cache (and glibc's 32 MB mmap threshold) make bigger forwards slower per image (fewshot_exp/evaluate.py)
     batch_images: int | None = None
     lake_runs: str | None = None  # dir of Omniglot one-shot runs (run01..run20) to report test/lake_error
+    tta: int = 0  # test-time augmentation: random views of every test image with dataset.augment (fewshot_exp/tta.py)
     dataset: str | None = None  # a cross-domain test set (conf/dataset/<name>.yaml), all its classes; None = dataset's
     dataset_root: str | None = None  # its dataset.root
     k_shots: list[int] | None = None  # eval_only: the k_shot of each point of the test-shot curve; None = episode's

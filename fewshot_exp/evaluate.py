@@ -21,6 +21,7 @@ from fewshot_exp.algorithms.base import FewShotAlgorithm
 from fewshot_exp.data.episodes import Episode, EpisodeSampler, to_float
 from fewshot_exp.progress import progress
 from fewshot_exp.provenance import update
+from fewshot_exp.tta import Views
 
 
 @dataclass
@@ -50,10 +51,11 @@ def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
 DEFAULT_BATCH_IMAGES = {"cuda": 4096, "cpu": 128}
 
 
-def tasks_per_forward(sampler: EpisodeSampler, batch_images: int | None) -> int:
+def tasks_per_forward(sampler: EpisodeSampler, batch_images: int | None, copies: int = 1) -> int:
+    """Tasks of `sampler` per forward pass of at most `batch_images` images, each image counted `copies` times."""
     if batch_images is None:
         batch_images = DEFAULT_BATCH_IMAGES.get(sampler.split.images.device.type, 4096)
-    images_per_task = sampler.n_way * (sampler.k_shot + sampler.n_query)
+    images_per_task = sampler.n_way * (sampler.k_shot + sampler.n_query) * copies
     return max(1, batch_images // images_per_task)
 
 
@@ -63,21 +65,26 @@ def evaluate(
     episodes: int,
     batch_images: int | None = None,
     desc: str | None = None,
+    views: Views | None = None,
 ) -> Accuracy:
-    """Accuracy per episode over `episodes` episodes from `sampler`; with `desc`, a progress bar of that name."""
+    """Accuracy per episode over `episodes` episodes from `sampler`; with `desc`, a progress bar of that name.
+    With `views` (test-time augmentation), each query's prediction pools its views, and the loss is over them all."""
     was_training = algorithm.training
     algorithm.eval()
     drawn = torch.cat([sampler.draw(1) for _ in range(episodes)])  # one at a time: independent of the batching
     accs, losses = [], []
-    per_batch = tasks_per_forward(sampler, batch_images)
+    per_batch = tasks_per_forward(sampler, batch_images, 1 if views is None else views.views + 1)
     bar = progress(total=episodes, unit="ep", desc=desc, show=desc is not None, leave=False)
     with torch.no_grad(), bar:
         for start in range(0, episodes, per_batch):
-            episode = sampler.episode(drawn[start : start + per_batch])
+            episode = sampler.episode(drawn[start : start + per_batch], prepare=views is None)
+            query_y = episode.query_y  # [T, N*Q]
+            episode = episode if views is None else views.episode(episode, sampler.prepare)
             bar.update(episode.tasks)
-            logits = algorithm(episode)  # [T, N*Q, N]
-            accs.append((logits.argmax(-1) == episode.query_y).sum(1).double() / episode.query_y.shape[1])
+            logits = algorithm(episode)  # [T, N*Q, N] (N*Q*(V+1) with views)
             losses.append(algorithm.episode_losses(logits, episode))  # the algorithm's own loss, per episode
+            logits = logits if views is None else views.pool(logits)
+            accs.append((logits.argmax(-1) == query_y).sum(1).double() / query_y.shape[1])
     algorithm.train(was_training)
     per_episode, per_episode_loss = torch.cat(accs).cpu(), torch.cat(losses).double().cpu()
     mean, ci95 = mean_ci95(per_episode)
@@ -102,13 +109,17 @@ def lake_runs_error(
     device: torch.device,
     normalize: Callable | None = None,
     channels: int = 1,
+    views: Views | None = None,
 ) -> dict[str, float]:
     """Percent error of 20-way one-shot classification on each official Omniglot run, and their mean (the grey
-    images converted to the model's `channels`, then normalised by `normalize`, the episodes' normalisation)."""
+    images converted to the model's `channels`, then normalised by `normalize`, the episodes' normalisation;
+    with `views`, each image's test-time views too)."""
     from fewshot_exp.data.common import to_channels
 
-    def prepare(images: torch.Tensor) -> torch.Tensor:
-        x = to_float(to_channels(images, channels).to(device))
+    def pixels(images: torch.Tensor) -> torch.Tensor:
+        return to_float(to_channels(images, channels).to(device))[None]  # [1, 20, C, H, W]
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
         return x if normalize is None else normalize(x)
 
     was_training = algorithm.training
@@ -117,15 +128,20 @@ def lake_runs_error(
     with torch.no_grad():
         for run in progress(runs, unit="run", desc="Omniglot one-shot runs", leave=False):
             n = run.support.shape[0]
-            episode = Episode(
-                support_x=prepare(run.support)[None],
+            raw = Episode(
+                support_x=pixels(run.support),
                 support_y=torch.arange(n, device=device)[None],
-                query_x=prepare(run.query)[None],
+                query_x=pixels(run.query),
                 query_y=run.query_labels.to(device)[None],
                 n_way=n,
             )
-            correct = (algorithm(episode).argmax(-1) == episode.query_y).float().mean()
-            errors[run.name] = 100.0 * (1.0 - float(correct))
+            if views is None:
+                episode = Episode(prepare(raw.support_x), raw.support_y, prepare(raw.query_x), raw.query_y, n)
+                logits = algorithm(episode)
+            else:
+                logits = views.pool(algorithm(views.episode(raw, prepare)))
+            wrong = int((logits.argmax(-1) != raw.query_y).sum())
+            errors[run.name] = 100.0 * wrong / raw.query_y.numel()
     algorithm.train(was_training)
     errors_list = list(errors.values())
     return {

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fewshot_exp import stopping
-from fewshot_exp.build import build_algorithm, check_batch_memory, load_splits, samplers, select_device
+from fewshot_exp.build import build_algorithm, check_batch_memory, load_splits, samplers, select_device, tta_views
 from fewshot_exp.checkpoint import RESUME_KEYS, load_checkpoint
 from fewshot_exp.config import train_shape, validate
 from fewshot_exp.errors import UserError
@@ -202,6 +202,7 @@ def run_experiment(
     validate(cfg)
     device = select_device(cfg.device.value)
     seed_everything(cfg.seed, cfg.deterministic)
+    views = tta_views(cfg)
     stopping.enter("loading data")
     lake_runs = load_lake_runs_for(cfg)
     splits = load_splits(cfg, device)
@@ -236,7 +237,9 @@ def run_experiment(
         timing = training_time(time.perf_counter() - started, cfg.train.episodes, resume_from)
         algorithm.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["algorithm"])
         stopping.enter("the final test")
-        test = evaluate(algorithm, episode_samplers["test"], cfg.eval.episodes, cfg.eval.batch_images, desc="test")
+        test = evaluate(
+            algorithm, episode_samplers["test"], cfg.eval.episodes, cfg.eval.batch_images, desc="test", views=views
+        )
         t = train_shape(cfg)
         results = {
             "test/acc": test.mean,
@@ -256,7 +259,7 @@ def run_experiment(
         if lake_runs is not None:
             sampler = episode_samplers["test"]
             channels = sampler.split.images.shape[1]  # the runs are grey
-            results.update(lake_runs_error(algorithm, lake_runs, device, sampler.normalize, channels))
+            results.update(lake_runs_error(algorithm, lake_runs, device, sampler.normalize, channels, views))
         stopping.enter("writing results")
         numbers = {k: v for k, v in results.items() if k.startswith("test/") and isinstance(v, (int, float))}
         tracker.log(numbers, cfg.train.episodes)

@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from fewshot_exp import stopping
-from fewshot_exp.build import build_algorithm, episode_seed, load_splits, samplers, select_device
+from fewshot_exp.build import build_algorithm, episode_seed, load_splits, samplers, select_device, tta_views
 from fewshot_exp.checkpoint import checkpoint_path, load_checkpoint
 from fewshot_exp.config import head_outputs, saved_overrides, train_shape, validate
 from fewshot_exp.data.episodes import EpisodeSampler, check_shape
@@ -117,6 +117,7 @@ def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]], pd.DataFrame,
     state = load_checkpoint(path, needs=("algorithm", "config"))
     model_cfg = training_config(path, cfg)
     validate(model_cfg)
+    views = tta_views(model_cfg)
     points = shapes(model_cfg)
     device = select_device(model_cfg.device.value)
     splits = load_splits(model_cfg, device)
@@ -126,7 +127,7 @@ def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]], pd.DataFrame,
     curve, per_episode = [], []
     for (n_way, k_shot), sampler in zip(points, episode_samplers):
         desc = f"test {n_way}-way {k_shot}-shot"
-        acc = evaluate(algorithm, sampler, model_cfg.eval.episodes, model_cfg.eval.batch_images, desc=desc)
+        acc = evaluate(algorithm, sampler, model_cfg.eval.episodes, model_cfg.eval.batch_images, desc=desc, views=views)
         log.info("%d-way %d-shot: %.2f%% ± %.2f%%", n_way, k_shot, 100 * acc.mean, 100 * acc.ci95)
         curve.append(
             {

@@ -142,6 +142,8 @@ CATALOGUE = [
     (["eval.dataset=glyphs"], "eval.dataset=glyphs holds 844 of the training split's classes"),
     (["eval.dataset=digits", "episode.n_way=12"], "n_way=12 is more than the 10 classes of the test split"),
     (["dataset.augment.enabled=true", "dataset.augment.scale=[1.2,0.9]"], "dataset.augment.scale must be [min, max]"),
+    (["dataset.augment.enabled=true", "dataset.augment.elastic=2"], "dataset.augment.elastic must be in [0, 1], got 2"),
+    (["eval.tta=-1"], "eval.tta=-1 needs a positive number of views and dataset.augment settings that change an image"),
     # encoders, algorithms, plots, sweeps
     (["algorithm=multiproto", "algorithm.per_class=0"], "algorithm.per_class must be positive, got 0"),
     (["algorithm=multiproto", "algorithm.penalty=l3"], "Invalid value 'l3', expected one of [l1, l2]"),

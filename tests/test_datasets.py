@@ -296,6 +296,26 @@ def test_augment_natural_and_character_settings_stay_in_range():
         Augment(augment_cfg(crop_scale=[0.5]))
 
 
+def test_augment_stroke_thickness_elastic_and_shear():
+    """Thickness blends each image towards its dilation (never below it) or erosion (never above it); the elastic
+    field is smooth and bounded by its setting; shear moves strokes and keeps their mass."""
+    strokes = torch.zeros(32, 1, 16, 16)
+    strokes[:, :, 4:12, 7:9] = 1.0  # a vertical bar
+    out = Augment(augment_cfg(thickness=1.0))(strokes, torch.Generator().manual_seed(0))
+    thicker = (out >= strokes).flatten(1).all(1)
+    thinner = (out <= strokes).flatten(1).all(1)
+    assert bool((thicker | thinner).all()) and 5 < int((out.sum((1, 2, 3)) > strokes.sum((1, 2, 3))).sum()) < 27
+    elastic = Augment(augment_cfg(elastic=0.05))
+    field = elastic.displacement(torch.rand(8, 32, generator=torch.Generator().manual_seed(0)), (28, 28))
+    assert field.shape == (8, 28, 28, 2) and 0.05 < float(field.abs().max()) <= 0.1 * 1.3  # 5% of 2 units, bicubic
+    assert float((field[:, 1:] - field[:, :-1]).abs().max()) < 0.04  # smooth: neighbours differ by a fraction of 0.2
+    sheared = Augment(augment_cfg(shear=30.0))(strokes, torch.Generator().manual_seed(0))
+    assert not torch.allclose(sheared, strokes)
+    torch.testing.assert_close(sheared.sum((1, 2, 3)), strokes.sum((1, 2, 3)), rtol=0.1, atol=0)
+    with pytest.raises(UserError, match=r"elastic must be in \[0, 1\]"):
+        Augment(augment_cfg(elastic=2.0))
+
+
 def test_augmented_sampler_resumes_bit_exact():
     split = random_imageset(6, 5, size=12, channels=3)
     augment = Augment(augment_cfg(crop_scale=[0.5, 1.0], flip=True, brightness=0.4))

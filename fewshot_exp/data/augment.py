@@ -3,12 +3,17 @@
 `Augment` draws independent parameters for every image of an episode from the training sampler's
 `torch.Generator` (saved in `last.pt`, so a resumed run draws the same ones) and applies
 
-- one affine warp per image, `x_in = C · A · F · x_out` in normalised coordinates, sampled with
+- one warp per image, `x_in = C · A · F · x_out + D(x_out)` in normalised coordinates, sampled with
   `grid_sample` (bilinear, zeros outside): F a horizontal flip (probability 1/2), A a small affine
-  (rotation θ ∈ [−rotate, rotate]°, zoom s ∈ `scale`, shift t ∈ [−translate, translate] of the
-  image), C a random resized crop (area fraction a ∈ `crop_scale`, log-uniform aspect ratio
-  r ∈ `crop_ratio`: crop width √(a·r), height √(a/r), placed uniformly inside the image, as
-  torchvision's `RandomResizedCrop`);
+  (rotation θ ∈ [−rotate, rotate]°, horizontal shear φ ∈ [−shear, shear]°, zoom s ∈ `scale`,
+  shift t ∈ [−translate, translate] of the image), C a random resized crop (area fraction
+  a ∈ `crop_scale`, log-uniform aspect ratio r ∈ `crop_ratio`: crop width √(a·r), height √(a/r),
+  placed uniformly inside the image, as torchvision's `RandomResizedCrop`), D an elastic
+  distortion (Simard et al. 2003): a displacement of up to `elastic` of the image per axis, drawn
+  uniformly on a 4×4 grid of control points and interpolated bicubically, so it varies smoothly
+  over the image;
+- a stroke-thickness change (`thickness` = τ): with t ∈ [−τ, τ], `x ← (1 − |t|)·x + |t|·M(x)`
+  where M is a 3×3 grey dilation (max filter) for t > 0 and erosion (min filter) for t < 0;
 - colour jitter (brightness, contrast, saturation, in that order, as torchvision's `ColorJitter`
   with factors f ∈ [1 − b, 1 + b]): `x ← clamp(f·x + (1 − f)·d)` with d = 0 (brightness), the
   image's mean grey level (contrast), its grey image (saturation, colour images only).
@@ -33,7 +38,10 @@ from torchvision.transforms.v2 import functional as TF
 from fewshot_exp.data.imageset import ImageSet
 from fewshot_exp.errors import UserError
 
-N_DRAWS = 12  # uniform numbers drawn per image
+ELASTIC_GRID = 4  # control points per side of the elastic displacement field
+N_WARP = 10  # uniforms of the flip, affine and crop
+N_COLOUR = 4  # uniforms of the thickness and the colour jitter
+N_DRAWS = N_WARP + N_COLOUR + 2 * ELASTIC_GRID**2  # uniform numbers drawn per image
 
 
 def _range(name: str, values: Any, low: float, high: float) -> tuple[float, float]:
@@ -53,25 +61,32 @@ class Augment:
         for key in ("brightness", "contrast", "saturation"):
             if not 0 <= cfg[key] <= 1:
                 raise UserError(f"dataset.augment.{key} must be in [0, 1], got {cfg[key]}")
-        if not 0 <= cfg.translate <= 1 or not 0 <= cfg.rotate <= 180:
-            raise UserError(
-                f"dataset.augment.translate must be in [0, 1] and rotate in [0, 180], got {cfg.translate}, {cfg.rotate}"
-            )
+        for key, high in (("translate", 1), ("rotate", 180), ("shear", 60), ("elastic", 1), ("thickness", 1)):
+            if not 0 <= cfg[key] <= high:
+                raise UserError(f"dataset.augment.{key} must be in [0, {high}], got {cfg[key]}")
         self.flip, self.rotate, self.translate = bool(cfg.flip), float(cfg.rotate), float(cfg.translate)
+        self.shear, self.elastic, self.thickness = float(cfg.shear), float(cfg.elastic), float(cfg.thickness)
         self.jitter = (float(cfg.brightness), float(cfg.contrast), float(cfg.saturation))
         self.crop = self.crop_scale != (1.0, 1.0)
-        self.geometric = self.flip or self.rotate or self.translate or self.scale != (1.0, 1.0) or self.crop
+        affine = self.rotate or self.shear or self.translate or self.scale != (1.0, 1.0)
+        self.geometric = self.flip or affine or self.crop or self.elastic
+        self.identity = not (self.geometric or self.thickness or any(self.jitter))
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """x: [B, C, H, W] float in [0, 1] -> augmented [B, C, H, W]."""
-        u = torch.rand(x.shape[0], N_DRAWS, generator=generator, device=x.device, dtype=x.dtype)  # [B, 12]
+        u = torch.rand(x.shape[0], N_DRAWS, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+        warp, tone, field = u[:, :N_WARP], u[:, N_WARP : N_WARP + N_COLOUR], u[:, N_WARP + N_COLOUR :]
         if self.geometric:
-            grid = F.affine_grid(self.warp(u[:, :9]), list(x.shape), align_corners=False)
+            grid = F.affine_grid(self.warp(warp), list(x.shape), align_corners=False)  # [B, H, W, 2]
+            if self.elastic:
+                grid = grid + self.displacement(field, x.shape[-2:])
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return self.colour(x, u[:, 9:])
+        if self.thickness:
+            x = self.stroke_width(x, tone[:, 0])
+        return self.colour(x, tone[:, 1:])
 
     def warp(self, u: torch.Tensor) -> torch.Tensor:
-        """[B, 2, 3] affine matrices (output -> input coordinates) C · A · F from 9 uniforms per image."""
+        """[B, 2, 3] affine matrices (output -> input coordinates) C · A · F from 10 uniforms per image."""
         one, zero = torch.ones_like(u[:, 0]), torch.zeros_like(u[:, 0])
         sign = torch.where(u[:, 0] < 0.5, -one, one) if self.flip else one
         flip = _matrix(sign, zero, zero, zero, one, zero)
@@ -79,7 +94,8 @@ class Augment:
         zoom = _lerp(self.scale, u[:, 2])
         shift_x, shift_y = (2 * u[:, 3] - 1) * 2 * self.translate, (2 * u[:, 4] - 1) * 2 * self.translate
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        affine = _matrix(cos, -sin, shift_x, sin, cos, shift_y)
+        shear = torch.tan(torch.deg2rad((2 * u[:, 9] - 1) * self.shear))
+        affine = _matrix(cos, -sin, shift_x, sin, cos, shift_y) @ _matrix(one, shear, zero, zero, one, zero)
         if not self.crop:
             return (affine @ flip)[:, :2]  # [B, 2, 3]
         area = _lerp(self.crop_scale, u[:, 5])
@@ -89,6 +105,20 @@ class Augment:
         cx, cy = (2 * u[:, 7] - 1) * (1 - w), (2 * u[:, 8] - 1) * (1 - h)  # centre: the crop stays inside
         crop = _matrix(w, zero, cx, zero, h, cy)
         return (crop @ affine @ flip)[:, :2]  # [B, 2, 3]
+
+    def displacement(self, u: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """[B, H, W, 2] smooth displacements in normalised coordinates, up to `elastic` of the image (±2·elastic
+        in [-1, 1] units) per axis, from 2·G² uniforms per image interpolated bicubically over the image."""
+        coarse = (2 * u - 1).view(-1, 2, ELASTIC_GRID, ELASTIC_GRID) * (2 * self.elastic)
+        fine = F.interpolate(coarse, size=tuple(size), mode="bicubic", align_corners=True)  # [B, 2, H, W]
+        return fine.permute(0, 2, 3, 1)
+
+    def stroke_width(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Thicker (t > 0) or thinner (t < 0) strokes: a blend of x and its 3x3 dilation or erosion, t ∈ ±thickness."""
+        t = ((2 * u - 1) * self.thickness).view(-1, 1, 1, 1)
+        dilated = F.max_pool2d(x, 3, stride=1, padding=1)
+        eroded = -F.max_pool2d(-x, 3, stride=1, padding=1)
+        return torch.where(t > 0, x + t * (dilated - x), x - t * (eroded - x))
 
     def colour(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         brightness, contrast, saturation = self.jitter

@@ -118,14 +118,15 @@ class EpisodeSampler:
         within = keys.argsort(2)[..., : k + q]  # [T, N, K+Q]
         return self._offsets[classes][..., None] + within  # [T, N, K+Q]
 
-    def episode(self, index: torch.Tensor) -> Episode:
-        """The episodes of drawn indices [T, N, K+Q] (`draw`): images gathered, augmented and normalised; the
-        i-th class of an episode has label i."""
+    def episode(self, index: torch.Tensor, prepare: bool = True) -> Episode:
+        """The episodes of drawn indices [T, N, K+Q] (`draw`): images gathered, augmented and normalised (with
+        `prepare=False`, left as [0, 1] pixels); the i-th class of an episode has label i."""
         split, n, k = self.split, self.n_way, self.k_shot
         device = split.images.device
         index = index.to(device)
         tasks = index.shape[0]
-        x = self.prepare(to_float(split.images[index]))  # [T, N, K+Q, C, H, W]
+        x = to_float(split.images[index])  # [T, N, K+Q, C, H, W]
+        x = self.prepare(x) if prepare else x
         labels = torch.arange(n, device=device).view(1, n, 1)
         y = labels.expand(tasks, n, index.shape[2])
         return Episode(
