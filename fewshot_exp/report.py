@@ -39,7 +39,8 @@ KEYS = ["dataset", "algorithm", "distance", "n_way", "k_shot"]
 RUN_VALUES = {"run_dir", "checkpoint", "seed", "acc", "ci95", "episodes", "lake_error", "val_best", "fingerprint",
               "per_episode", "wall_s", "episodes_per_s", "parameters"}  # fmt: skip
 # the columns of the report that are results, not configuration
-VALUES = ["acc", "ci95", "seeds", "episode_ci95", "episodes", "val_best", "lake_error", "episodes_fingerprint",
+VALUES = ["acc", "ci95", "seeds", "episode_ci95", "episodes", "val_best", "lake_error", "lake_error_ci95",
+          "episodes_fingerprint",
           "wall_s", "episodes_per_s", "parameters"]  # fmt: skip
 PAIRED = ["vs_baseline", "diff", "diff_ci95", "p_value"]  # with --baseline
 NOT_SWEPT = {
@@ -187,9 +188,12 @@ def common_fingerprint(runs: pd.DataFrame) -> str | None:
 
 def summary(runs: pd.DataFrame) -> dict:
     """A configuration's numbers: the mean over seeds, with the across-seed t interval when there are several
-    seeds and the run's episode interval otherwise, and beside them the mean episode interval of its runs."""
+    seeds and the run's episode interval otherwise, and beside them the mean episode interval of its runs; the
+    Omniglot one-shot runs error likewise, its interval over seeds (none for one seed: its 200 test items are
+    the Lake runs' own)."""
     per_seed = seed_accuracies(runs)
     episode_ci95 = float(runs["ci95"].mean())
+    lake = pd.to_numeric(runs["lake_error"]).groupby(runs["seed"]).mean().dropna()  # one error per seed
     return {
         "acc": float(per_seed.mean()),
         "ci95": t_ci95(per_seed.to_numpy()) if len(per_seed) > 1 else episode_ci95,
@@ -200,7 +204,8 @@ def summary(runs: pd.DataFrame) -> dict:
         "wall_s": pd.to_numeric(runs["wall_s"]).mean(),
         "episodes_per_s": pd.to_numeric(runs["episodes_per_s"]).mean(),
         "parameters": pd.to_numeric(runs["parameters"]).max(),
-        "lake_error": pd.to_numeric(runs["lake_error"]).mean(),
+        "lake_error": lake.mean(),
+        "lake_error_ci95": t_ci95(lake.to_numpy()),
         "episodes_fingerprint": common_fingerprint(runs),
     }
 
@@ -213,7 +218,8 @@ def runs_table(dirs: list[Path], baseline: list[str] | None = None) -> tuple[pd.
         return done, failed
     groups = {key: runs for key, runs in done.groupby(keys, sort=True)}
     table = pd.DataFrame([{**dict(zip(keys, key)), **summary(runs)} for key, runs in groups.items()])
-    for column in ("val_best", "lake_error", "episodes_fingerprint", "wall_s", "episodes_per_s", "parameters"):
+    for column in ("val_best", "lake_error", "lake_error_ci95", "episodes_fingerprint", "wall_s", "episodes_per_s",
+                   "parameters"):  # fmt: skip
         if table[column].isna().all():
             table = table.drop(columns=column)
     if baseline:
@@ -318,7 +324,10 @@ def markdown(table: pd.DataFrame) -> str:
     if "val_best" in table:
         shown["val best (%)"] = blank_nan(100 * table.val_best)
     if "lake_error" in table:
-        shown["lake_error"] = blank_nan(table.lake_error)
+        shown["lake_error (%)"] = [
+            "" if pd.isna(e) else f"{e:.2f}" + ("" if pd.isna(c) else f" ± {c:.2f}")
+            for e, c in zip(table.lake_error, table.get("lake_error_ci95", pd.Series(math.nan, table.index)))
+        ]
     if "wall_s" in table:
         shown["train wall (s)"] = blank_nan(table.wall_s)
         shown["train ep/s"] = blank_nan(table.episodes_per_s)

@@ -65,7 +65,9 @@ def test_sweep_then_report(glyphs_root, tmp_path, capsys):
     assert "episode.k_shot=2" in summary["finished_runs"][0]
 
 
-def fake_run(run_dir: Path, overrides: list[str], acc: float | None, mode: str = "RUN", config: str = "") -> None:
+def fake_run(
+    run_dir: Path, overrides: list[str], acc: float | None, mode: str = "RUN", config: str = "", **results: float
+) -> None:
     """A run dir as `python -m fewshot_exp` leaves it, with made-up numbers (`acc` None: no results.json)."""
     (run_dir / ".hydra").mkdir(parents=True)
     seed = next((o.split("=")[1] for o in overrides if o.startswith("seed=")), 0)
@@ -77,7 +79,7 @@ def fake_run(run_dir: Path, overrides: list[str], acc: float | None, mode: str =
     )
     if acc is not None:
         (run_dir / "results.json").write_text(
-            json.dumps({"test/acc": acc, "test/acc_ci95": 0.01, "test/episodes": 300})
+            json.dumps({"test/acc": acc, "test/acc_ci95": 0.01, "test/episodes": 300, **results})
         )
 
 
@@ -124,6 +126,19 @@ def test_report_keeps_runs_apart_that_differ_in_any_swept_key(tmp_path):
     report_main([str(tmp_path), "--out", str(tmp_path / "report")])
     table = pd.read_csv(tmp_path / "report" / "report.csv")
     assert sorted(zip(table["episode.n_query"], table.seeds, table.acc.round(4))) == [(5, 1, 0.5), (10, 2, 0.75)]
+
+
+def test_omniglot_runs_error_is_the_mean_over_seeds_with_their_t_interval(tmp_path, capsys):
+    for seed, error in enumerate([8.0, 10.0, 12.0]):
+        fake_run(tmp_path / f"{seed}", [f"seed={seed}"], 0.9, **{"test/lake_error": error})
+    fake_run(tmp_path / "other", ["seed=0", "eval.tta=0"], 0.9, **{"test/lake_error": 15.5})
+    report_main([str(tmp_path), "--out", str(tmp_path / "report")])
+    table = pd.read_csv(tmp_path / "report" / "report.csv").set_index("eval.tta")
+    assert table.loc["-", "lake_error"] == 10.0 and table.loc["-", "seeds"] == 3
+    assert abs(table.loc["-", "lake_error_ci95"] - 4.303 * 2 / 3**0.5) < 1e-2  # t(0.975, 2) * s / sqrt(3)
+    assert pd.isna(table.loc["0", "lake_error_ci95"])  # one seed: no interval over seeds
+    out = capsys.readouterr().out
+    assert "10.00 ± 4.97" in out and "15.50" in out
 
 
 def test_report_goes_to_the_w_and_b_group_project_and_entity_of_its_runs(tmp_path):
