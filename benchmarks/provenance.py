@@ -131,3 +131,15 @@ def hardware_text(machine: dict[str, Any], threads: Any = NOT_RECORDED, device: 
         f"device {machine.get('device') or device or NOT_RECORDED}",
     ]
     return ", ".join(parts)
+
+
+def duration(seconds: float | None) -> str:
+    """ "45 s", "3 min 37 s", "1 h 02 min"."""
+    if seconds is None:
+        return NOT_RECORDED
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

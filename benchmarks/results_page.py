@@ -7,7 +7,8 @@
 hydra.run.dir=OUT_DIR/<name>`, one after another, and records its wall time, commit, date and hardware in
 OUT_DIR/<name>/results_page.json. An experiment whose run dir holds results.json is skipped, and one whose run
 stopped part-way (last.pt, no results.json) is resumed, so an interrupted `--run` continues where it stopped.
-Experiments that need the real Omniglot files run only with `--omniglot DIR`. The page is then written from
+Experiments that need the real Omniglot files run only with `--omniglot DIR`, and so does the Omniglot "minimal"
+section (benchmarks/omniglot.py, `--only omniglot`). The page is then written from
 every run dir with results.json: its results.json, .hydra/overrides.yaml and results_page.json.
 """
 
@@ -28,8 +29,8 @@ from typing import Any
 import yaml
 from tabulate import tabulate
 
-from benchmarks import tutorial
-from benchmarks.provenance import NOT_RECORDED, commit_text, hardware, hardware_text, now, record
+from benchmarks import omniglot, tutorial
+from benchmarks.provenance import NOT_RECORDED, commit_text, duration, hardware, hardware_text, now, record
 
 REPO = Path(__file__).resolve().parents[1]
 OMNIGLOT = "{omniglot}"  # in an override: the --omniglot DIR
@@ -39,10 +40,6 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     "default": ("ProtoNet, Conv-4, glyphs (the defaults)", []),
     "protomaml_8shot": ("ProtoMAML, Conv-4, glyphs", ["algorithm=protomaml", "episode.k_shot=8"]),
     "maml_5shot": ("MAML (second order), Conv-4, glyphs", ["algorithm=maml"]),
-    "omniglot_minimal": (
-        'Omniglot "minimal": ProtoNet trained on `images_background_small1` only',
-        ["experiment=omniglot_minimal", f"dataset.root={OMNIGLOT}"],
-    ),
 }
 #: what --run adds to every experiment; left out of the page's commands (no number depends on them)
 RUNNER_OVERRIDES = ["logger=none"]
@@ -50,6 +47,8 @@ RESUME = "resume=true"
 INFO = "results_page.json"
 DEFAULT_DIR = REPO / "outputs" / "results_page"
 TUTORIAL = "tutorial"  # --only tutorial: benchmarks/tutorial.py's comparison, into <dir>/tutorial
+OMNIGLOT_SECTION = omniglot.FOLDER  # --only omniglot: benchmarks/omniglot.py's runs, into <dir>/omniglot
+SECTIONS = (TUTORIAL, OMNIGLOT_SECTION)
 IMG_DIR = REPO / "docs" / "img"
 
 
@@ -129,9 +128,10 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def read_run(name: str, out_dir: Path) -> Run:
-    """The list's entry `name` with what out_dir/name holds (nothing where it has no results.json)."""
-    what, overrides = EXPERIMENTS[name]
+def read_run(name: str, out_dir: Path, entry: tuple[str, list[str]] | None = None) -> Run:
+    """The list's entry `name` (or `entry`: what it is, its overrides) with what out_dir/name holds (nothing
+    where it has no results.json)."""
+    what, overrides = entry or EXPERIMENTS[name]
     run_dir = out_dir / name
     run = Run(name, what, overrides, info=read_json(run_dir / INFO) or {})
     run.results = read_json(run_dir / "results.json")
@@ -153,18 +153,6 @@ def accuracy(results: dict[str, Any]) -> str:
     """ "97.21% ± 0.34% (1000 episodes)": test accuracy and its 95% CI over the test episodes."""
     acc, ci, episodes = results["test/acc"], results["test/acc_ci95"], results["test/episodes"]
     return f"{percent(acc)} ± {percent(ci)} ({episodes} episodes)"
-
-
-def duration(seconds: float | None) -> str:
-    """ "45 s", "3 min 37 s", "1 h 02 min"."""
-    if seconds is None:
-        return NOT_RECORDED
-    s = round(seconds)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def command(overrides: list[str]) -> str:
@@ -350,8 +338,16 @@ def page(runs: list[Run], page_command: str, out_dir: Path) -> str:
             "",
         ]
     lines += [table(runs), "", *(f"- {note}" for note in notes(runs)), ""]
+    lines += omniglot_section(out_dir)
     lines += tutorial_section(out_dir / TUTORIAL)
     return "\n".join(lines)
+
+
+def omniglot_section(out_dir: Path) -> list[str]:
+    """benchmarks/omniglot.py's section, with the provenance header of its runs."""
+    runs = [read_run(name, out_dir, ("", overrides)) for name, overrides in omniglot.jobs()]
+    infos = {run.name: run.info for run in runs if run.results is not None}
+    return omniglot.section(out_dir, infos, header(runs) if infos else "")
 
 
 # ---- command line
@@ -366,12 +362,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--omniglot", type=Path, metavar="DIR", help="the Omniglot files: also run what needs them")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
     args = parser.parse_args(argv)
-    unknown = [n for n in args.only or [] if n not in EXPERIMENTS and n != TUTORIAL]
+    unknown = [n for n in args.only or [] if n not in EXPERIMENTS and n not in SECTIONS]
     if unknown:
-        names = ", ".join([*EXPERIMENTS, TUTORIAL])
+        names = ", ".join([*EXPERIMENTS, *SECTIONS])
         parser.error(f"--only: no experiment {', '.join(unknown)} (experiments: {names})")
     experiments = [n for n in args.only or [] if n in EXPERIMENTS]
     lacking = [n for n in experiments if not args.omniglot and needs_omniglot(EXPERIMENTS[n][1])]
+    lacking += [OMNIGLOT_SECTION] if OMNIGLOT_SECTION in (args.only or []) and not args.omniglot else []
     if lacking:
         parser.error(f"--only {', '.join(lacking)}: needs the Omniglot files (--omniglot DIR)")
     return args
@@ -386,6 +383,10 @@ def main(argv: list[str] | None = None) -> None:
         for name, overrides in selected(only, args.omniglot).items():
             if run_experiment(name, overrides, out_dir, page_argv) != 0:
                 failed.append(name)
+        if args.omniglot and OMNIGLOT_SECTION in (args.only or [OMNIGLOT_SECTION]):
+            for name, overrides in omniglot.jobs():
+                if run_experiment(name, resolved(overrides, args.omniglot), out_dir, page_argv) != 0:
+                    failed.append(name)
         if TUTORIAL in (args.only or [TUTORIAL]):
             if tutorial.run(out_dir / TUTORIAL, RUNNER_OVERRIDES, page_argv) != 0:
                 failed.append(TUTORIAL)

@@ -98,7 +98,7 @@ def read_run(run_dir: Path) -> list[dict]:
         episodes = read_episodes(run_dir / CURVE_EPISODES_FILE)
         return [
             {**row, "n_way": p["n_way"], "k_shot": p["k_shot"], "acc": p["acc"], "ci95": p["ci95"],
-             "episodes": p["episodes"], "lake_error": None, "val_best": None, "wall_s": None,
+             "episodes": p["episodes"], "lake_error": results.get("test/lake_error"), "val_best": None, "wall_s": None,
              "episodes_per_s": None, "parameters": None,
              "fingerprint": p.get("episodes_fingerprint"), "per_episode": point_accuracies(episodes, p)}
             for p in results["curve"]

@@ -9,7 +9,9 @@ checked against the test split before any evaluation, then evaluated on `eval.ep
 `episode.n_query` queries per class. The points go to `results.json` (`curve`), `curve.csv`, a plot
 `acc_vs_shots.png`, and W&B (a table and the plot), and `python -m fewshot_exp.report` shows them; every
 episode's accuracy goes to `curve_episodes.csv`. Each point's test episodes are those a training run of that
-shape draws (`eval.seed`), so at the training shape the curve repeats the run's own test.
+shape draws (`eval.seed`), so at the training shape the curve repeats the run's own test. With `eval.lake_runs`
+(the Omniglot presets set it), the errors on the official one-shot runs go to `results.json` too, and with
+`eval.tta`, every point and the runs are tested with those views.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ from fewshot_exp.config import head_outputs, saved_overrides, train_shape, valid
 from fewshot_exp.data.episodes import EpisodeSampler, check_shape
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
-from fewshot_exp.evaluate import episodes_fingerprint, evaluate
+from fewshot_exp.evaluate import episodes_fingerprint, evaluate, lake_runs_error
 from fewshot_exp.files import write_atomically
 from fewshot_exp.provenance import provenance
-from fewshot_exp.run import episodes_table, held_run_files, results_json, wandb_config
+from fewshot_exp.run import episodes_table, held_run_files, load_lake_runs_for, results_json, wandb_config
 from fewshot_exp.run_files import CURVE_EPISODES_FILE
 from fewshot_exp.tracking import Tracker
 
@@ -110,15 +112,16 @@ def load_weights(algorithm: torch.nn.Module, state: dict[str, Any], path: Path) 
         ) from None
 
 
-def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]], pd.DataFrame, dict[str, Any]]:
+def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]], pd.DataFrame, dict[str, Any], dict[str, float]]:
     """(the checkpoint file, the config the model was rebuilt with, one result per evaluated shape, the accuracy of
-    every episode of every shape, provenance)."""
+    every episode of every shape, provenance, the Omniglot one-shot runs' errors where `eval.lake_runs` is set)."""
     path = checkpoint_file(cfg.checkpoint)
     state = load_checkpoint(path, needs=("algorithm", "config"))
     model_cfg = training_config(path, cfg)
     validate(model_cfg)
     views = tta_views(model_cfg)
     points = shapes(model_cfg)
+    lake_runs = load_lake_runs_for(model_cfg)
     device = select_device(model_cfg.device.value)
     splits = load_splits(model_cfg, device)
     episode_samplers = test_samplers(model_cfg, splits, points)
@@ -142,7 +145,12 @@ def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]], pd.DataFrame,
         )
         per_episode.append(episodes_table(acc).assign(n_way=n_way, k_shot=k_shot))
     columns = ["n_way", "k_shot", "episode", "acc", "loss"]
-    return path, model_cfg, curve, pd.concat(per_episode)[columns], provenance(splits, device)
+    lake = {}
+    if lake_runs is not None:
+        normalize, channels = episode_samplers[0].normalize, splits.test.images.shape[1]
+        lake = lake_runs_error(algorithm, lake_runs, device, normalize, channels, views)
+        log.info("Omniglot one-shot runs: %.2f%% mean error", lake["test/lake_error"])
+    return path, model_cfg, curve, pd.concat(per_episode)[columns], provenance(splits, device), lake
 
 
 def training_choices(checkpoint: Path, choices: dict[str, str]) -> dict[str, str]:
@@ -183,10 +191,10 @@ def run_shot_curve(cfg: Any, run_dir: Path, name: str, group: str, choices: dict
     if held:  # e.g. hydra.run.dir=<the run being evaluated>
         raise UserError(f"{run_dir} already holds a run ({', '.join(held)}): evaluate into another hydra.run.dir")
     stopping.enter("the shot curve")
-    path, model_cfg, curve, per_episode, origin = shot_curve(cfg)
+    path, model_cfg, curve, per_episode, origin, lake = shot_curve(cfg)
     choices = training_choices(path, choices)  # the model's, as the training run's W&B config and tags have them
     model = model_identity(path, model_cfg, choices)
-    results = {"eval_only": True, "model": model, "curve": curve, "provenance": origin}
+    results = {"eval_only": True, "model": model, "curve": curve, **lake, "provenance": origin}
     tags = [
         *cfg.logger.tags,
         "eval_only",
@@ -204,7 +212,7 @@ def run_shot_curve(cfg: Any, run_dir: Path, name: str, group: str, choices: dict
         plot_curve(curve, model, run_dir / "acc_vs_shots.png")
         tracker.log_table("test/curve", table, step=0)
         tracker.log_images({"test/acc_vs_shots": run_dir / "acc_vs_shots.png"}, step=0)
-        tracker.summary({f"test/acc@{p['n_way']}way{p['k_shot']}shot": p["acc"] for p in curve})
+        tracker.summary({**{f"test/acc@{p['n_way']}way{p['k_shot']}shot": p["acc"] for p in curve}, **lake})
         write_atomically(run_dir / "results.json", results_json(results))
         exit_code = 0
         return results

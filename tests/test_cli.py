@@ -90,6 +90,16 @@ def test_omniglot_with_lake_runs(tmp_path):
     assert results["test/lake_error"] == pytest.approx(sum(per_run.values()) / 10)
     assert results["test/lake_error"] < 95  # chance on 20-way is 95% error
     assert "Omniglot one-shot runs:" in proc.stdout
+    for tta in (0, 3):  # eval_only tests the runs too: as training did without views, otherwise with them
+        evaluated = tmp_path / f"eval_tta{tta}"
+        proc = run_cli("eval_only=true", f"checkpoint={tmp_path}", f"eval.tta={tta}", "dataset.augment.rotate=10",
+                       "logger=none", f"hydra.run.dir={evaluated}")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        again = json.loads((evaluated / "results.json").read_text())
+        if tta == 0:
+            assert {k: again[k] for k in per_run} == per_run
+        else:
+            assert len([k for k in again if k.startswith("test/lake_error/")]) == 10
 
 
 # The full catalogue runs in-process in test_bad_inputs.py; these two go through a real subprocess.

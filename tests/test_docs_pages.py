@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks import docs_page, results_page
+from benchmarks import docs_page, omniglot, results_page
 
 MACHINE = {"cpu": "Test CPU 9000", "cores": 2, "threads": 2, "torch": "2.14.1", "python": "3.11.7", "device": "cpu"}
 PROVENANCE = {"commit": "abc1234", "uncommitted_changes": True, "started": "2030-01-01 10:00:00 +0000"}
@@ -25,9 +25,6 @@ def fake_run(out_dir: Path, name: str, overrides: list[str], **results: float) -
 
 def test_results_page_has_the_provenance_header_and_each_runs_numbers(tmp_path):
     fake_run(tmp_path, "default", [], **{"test/acc": 0.9721, "test/acc_ci95": 0.0034, "val/best_acc": 0.975})
-    omniglot = ["experiment=omniglot_minimal", "dataset.root=/data/omniglot"]
-    fake_run(tmp_path, "omniglot_minimal", omniglot, **{"test/acc": 0.7954, "test/acc_ci95": 0.0036,
-             "val/best_acc": 0.823, "test/lake_error": 15.0})  # fmt: skip
     runs = [results_page.read_run(name, tmp_path) for name in results_page.EXPERIMENTS]
     text = results_page.page(runs, "python -m benchmarks.results_page --run out", tmp_path)
     header = next(line for line in text.splitlines() if line.startswith("**commit**"))
@@ -39,9 +36,46 @@ def test_results_page_has_the_provenance_header_and_each_runs_numbers(tmp_path):
     rows = {line.split("|")[2].strip(): line for line in lines}  # by command
     default = rows["`python -m fewshot_exp`"]
     assert "97.21% ± 0.34% (1000 episodes)" in default and "97.50%" in default and "3 min 37 s" in default
-    omniglot_row = rows["`python -m fewshot_exp experiment=omniglot_minimal dataset.root=DIR`"]  # not this machine's
-    assert "79.54% ± 0.36%" in omniglot_row and "15.00%" in omniglot_row and "/data/omniglot" not in text
     assert "not run" in rows["`python -m fewshot_exp algorithm=protomaml episode.k_shot=8`"]
+
+
+def omniglot_run(
+    out_dir: Path, name: str, seed: int, lake_error: float, extra: list[str], folder: str = "omniglot"
+) -> None:
+    """A run dir of benchmarks/omniglot.py's section as `results_page --run` leaves it."""
+    overrides = [o.replace("{omniglot}", "/data/omniglot") for o in omniglot.PRESET] + extra + [f"seed={seed}"]
+    per_run = {f"test/lake_error/run{i:02d}": lake_error + (1 if i <= 5 else -1) for i in range(1, 11)}
+    fake_run(out_dir, f"{folder}/{name}/seed{seed}", overrides, **{"test/acc": 0.9, "test/acc_ci95": 0.01,
+             "test/lake_error": lake_error, "test/episodes_fingerprint": "f", **per_run})  # fmt: skip
+    hydra = out_dir / folder / name / f"seed{seed}" / ".hydra"
+    (hydra / "config.yaml").write_text(f"seed: {seed}\nepisode: {{n_way: 20, k_shot: 1}}\n")
+    choices = "{dataset: omniglot, algorithm: protonet, distance: l2}"
+    (hydra / "hydra.yaml").write_text(
+        f"hydra:\n  runtime:\n    choices: {choices}\n  overrides:\n    task: {overrides}\n"
+    )
+
+
+def test_results_page_omniglot_section_beside_the_published_numbers_with_its_ablation(tmp_path):
+    for seed, lake_error in enumerate([8.0, 10.0, 12.0]):
+        omniglot_run(tmp_path, "preset", seed, lake_error, [])
+    omniglot_run(tmp_path, "tta", 0, 15.5, ["eval.tta=16"])
+    runs = [results_page.read_run(name, tmp_path) for name in results_page.EXPERIMENTS]
+    text = results_page.page(runs, "python -m benchmarks.results_page --run out", tmp_path)
+    section = text.split('## Omniglot "minimal"')[1].split("## ProtoNet, MAML")[0]
+    assert "| Deep convolutional network (Lake et al. 2015)" in section and "24.0%" in section
+    ours = next(line for line in section.splitlines() if "experiment=omniglot_minimal` (this page)" in line)
+    assert "10.00% ± 4.97 (3 seeds)" in ours and "not run" in ours  # small2 not run
+    assert "**commit** `abc1234` + uncommitted changes" in section and "3 min 37 s per seed" in section
+    variants = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| `")}
+    assert "10.00% ± 4.97 (3 seeds)" in variants["`preset`"] and "| 11.0% " in variants["`preset`"]
+    assert "15.50% (1 seed)" in variants["`tta`"] and "| 14.5% " in variants["`tta`"]
+    assert "What was tried" not in section  # no tuning runs in this out dir
+    omniglot_run(tmp_path, "augment", 0, 15.0, ["dataset.augment.enabled=true"], folder="omniglot_tuning")
+    text = results_page.page(runs, "python -m benchmarks.results_page --run out", tmp_path)
+    tried = text.split("### What was tried")[1].split("## ProtoNet, MAML")[0]
+    line = next(line for line in tried.splitlines() if line.startswith("| `augment`"))
+    assert "`dataset.augment.enabled=true`" in line and "15.00% (1 seed)" in line and "dataset.root" not in line
+    assert "/data/omniglot" not in text
 
 
 def test_results_page_without_runs_gives_the_command(tmp_path):
@@ -50,7 +84,7 @@ def test_results_page_without_runs_gives_the_command(tmp_path):
     assert "Not run yet: `python -m benchmarks.results_page --run outputs/results_page --only tutorial`" in text
     assert "No results have been generated yet" in text
     assert "python -m benchmarks.results_page --run outputs/results_page" in text
-    assert "`omniglot_minimal` was not run: it needs the Omniglot files" in text
+    assert "Not run yet: `python -m benchmarks.results_page --run outputs/results_page --only omniglot" in text
 
 
 def test_results_page_run_skips_finished_runs_and_resumes_stopped_ones(tmp_path, monkeypatch):
