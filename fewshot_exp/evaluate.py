@@ -72,6 +72,7 @@ def evaluate(
     was_training = algorithm.training
     algorithm.eval()
     drawn = torch.cat([sampler.draw(1) for _ in range(episodes)])  # one at a time: independent of the batching
+    views = views and views.restart()
     accs, losses = [], []
     per_batch = tasks_per_forward(sampler, batch_images, 1 if views is None else views.views + 1)
     bar = progress(total=episodes, unit="ep", desc=desc, show=desc is not None, leave=False)
@@ -124,6 +125,7 @@ def lake_runs_error(
 
     was_training = algorithm.training
     algorithm.eval()
+    views = views and views.restart()
     errors = {}
     with torch.no_grad():
         for run in progress(runs, unit="run", desc="Omniglot one-shot runs", leave=False):

@@ -6,7 +6,7 @@ still classified on its own against the support set: the protocol stays inductiv
 
 The views are drawn with the `dataset.augment` settings (whether or not training augments) from a CPU
 generator seeded by `eval.seed` (`build.SEED_OFFSETS["tta"]`), image by image in episode order, so episode i's
-views are the same whatever the batching and on every device.
+views are the same whatever the batching and on every device. Each evaluation starts the generator afresh.
 """
 
 from __future__ import annotations
@@ -23,8 +23,14 @@ class Views:
     """V augmented views of each image besides the image itself."""
 
     def __init__(self, augment: Augment, views: int, seed: int) -> None:
-        self.augment, self.views = augment, views
+        self.augment, self.views, self.seed = augment, views, seed
         self.generator = torch.Generator().manual_seed(seed)
+
+    def restart(self) -> Views:
+        """These views from the start of their generator: an evaluation's views do not depend on what was
+        evaluated before it (the test episodes before the one-shot runs, one curve point before the next)."""
+        self.generator.manual_seed(self.seed)
+        return self
 
     def expand(self, x: torch.Tensor) -> torch.Tensor:
         """[T, M, C, H, W] images in [0, 1] -> [T, M·(V+1), C, H, W]: each image followed by its V views."""

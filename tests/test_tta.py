@@ -80,6 +80,11 @@ def test_views_do_not_depend_on_the_batching_and_change_predictions():
     one, many = run(80), run(4000)  # one task per forward, all twelve in one
     torch.testing.assert_close(one.per_episode, many.per_episode)
     torch.testing.assert_close(one.per_episode_loss, many.per_episode_loss)
+    sampler = EpisodeSampler(split, 5, 2, 3, 1, torch.Generator().manual_seed(1))
+    reused = views(2, 0)
+    evaluate(protonet, EpisodeSampler(split, 5, 2, 3, 1, torch.Generator().manual_seed(5)), 3, views=reused)
+    after_another = evaluate(protonet, sampler, 12, batch_images=4000, views=reused)  # restarts its generator
+    torch.testing.assert_close(after_another.per_episode_loss, many.per_episode_loss)
     other_views = run(4000, seed=1)
     assert not torch.equal(other_views.per_episode_loss, many.per_episode_loss)
 
