@@ -190,6 +190,7 @@ class Conv4Config(EncoderConfig):
     channels_last: bool = True
     fuse_norm_pool: bool = True  # training on CPU: BN + max-pool + ReLU as one function (fewshot_exp/norm_pool.py)
     downsample: Downsample = Downsample.maxpool
+    pooled_blocks: int | None = None  # blocks (from the first) that end in a max-pool; None = all 4
 
 
 @dataclass
@@ -573,6 +574,12 @@ def validate_encoder(cfg: Any) -> None:
     widths += [(f"encoder.channels[{i}]", c) for i, c in enumerate(enc.get("channels") or [])]
     for name, value in widths:
         _positive(name, value)
+    pooled = enc.get("pooled_blocks")
+    if pooled is not None and (not 0 <= pooled <= 4 or enc.get("downsample") == Downsample.stride):
+        raise UserError(
+            f"encoder.pooled_blocks={pooled} must be null or 0 to 4, with encoder.downsample=maxpool "
+            "(a strided Conv-4 downsamples in every block)"
+        )
     name, need = MIN_IMAGE_SIZE.get(enc._target_, (None, 0))
     if cfg.dataset.image_size < need:
         raise UserError(

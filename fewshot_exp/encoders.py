@@ -62,7 +62,8 @@ def pooled(pool: nn.MaxPool2d, x: torch.Tensor, channels_last: bool) -> torch.Te
 class Conv4(nn.Module):
     """Conv-4 (Vinyals et al. 2016; Snell et al. 2017): 4 x [conv3x3 - BN - ReLU - maxpool2].
 
-    28 px inputs give a 64-d embedding, 84 px inputs 1600-d (64 x 5 x 5).
+    28 px inputs give a 64-d embedding, 84 px inputs 1600-d (64 x 5 x 5). `pooled_blocks=3` leaves out the last
+    max-pool, which keeps the last map's layout: 576-d (64 x 3 x 3) at 28 px, at the same cost.
     `channels_last` runs the convolutions in NHWC memory format (faster on CPU and GPU).
     Each block runs as conv - BN - maxpool - ReLU, which gives bit-identical outputs and gradients
     (tests/test_encoders.py) and is faster on CPU (`python -m benchmarks.run`); in eval mode the BN
@@ -83,6 +84,7 @@ class Conv4(nn.Module):
         channels_last: bool = True,
         fuse_norm_pool: bool = True,
         downsample: object = "maxpool",
+        pooled_blocks: int | None = None,
     ):
         super().__init__()
         self.downsample = getattr(downsample, "value", downsample)  # an Enum member from the config, or a str
@@ -90,6 +92,9 @@ class Conv4(nn.Module):
             raise ValueError(f"downsample must be one of {DOWNSAMPLE}, got {downsample!r}")
         widths = [in_channels, hidden, hidden, hidden, out_channels]
         self.layers = nn.Sequential(*(conv_block(a, b, self.downsample) for a, b in zip(widths, widths[1:])))
+        if pooled_blocks is not None and (self.downsample == "stride" or not 0 <= pooled_blocks <= 4):
+            raise ValueError(f"pooled_blocks must be None or 0-4 with max-pooling, got {pooled_blocks!r}")
+        self.pooled_blocks = pooled_blocks
         self.out_channels = out_channels
         self.channels_last = channels_last
         self.fuse_norm_pool = fuse_norm_pool
@@ -119,5 +124,5 @@ class Conv4(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = self.features(x)
+        maps = self.features(x, self.pooled_blocks)
         return maps.mean((2, 3)) if self.downsample == "stride" else maps.flatten(1)
