@@ -23,17 +23,14 @@ from fewshot_exp.report import runs_table
 
 PRESET = ["experiment=omniglot_minimal", "dataset.root={omniglot}"]
 SEEDS = (0, 1, 2)
-VIEWS_OF_AUGMENT = ["dataset.augment.rotate=15", "dataset.augment.translate=0.1", "dataset.augment.scale=[0.85,1.15]"]
-AUGMENT = ["dataset.augment.enabled=true", *VIEWS_OF_AUGMENT]
-#: name -> (what it is, the overrides it adds to PRESET, its seeds)
+RUN_DIR = "{run}"  # in an override: the results page's run dir (OUT)
+#: name -> (what it is, the overrides it adds to PRESET, its seeds); an entry with `checkpoint=` evaluates the
+#: preset's own model of that seed again (eval_only), so its row against the preset's is the same weights
 RUNS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
     "preset": ("the preset", [], SEEDS),
-    "small2": ("the preset trained on `images_background_small2`", ["dataset.background=small2"], SEEDS),
-    "augment": ("with training augmentation (±15°, ±10% shift, 0.85–1.15 zoom)", AUGMENT, SEEDS),
-    "tta": ("with 16 test-time views of that augmentation", [*VIEWS_OF_AUGMENT, "eval.tta=16"], SEEDS),
-    "augment_tta": ("with both", [*AUGMENT, "eval.tta=16"], SEEDS),
-    "augment_tta_long": ("with both, 4000 training episodes", [*AUGMENT, "eval.tta=16", "train.episodes=4000",
-                         "train.lr_step=2000"], (0,)),
+    "no_tta": ("the preset's models tested without test-time views", ["eval_only=true", "eval.tta=0",
+               "checkpoint={run}/omniglot/preset/seed{seed}"], SEEDS),
+    "small2": ("the preset trained on `images_background_small2`", ["dataset.background=small2"], (0,)),
 }  # fmt: skip
 #: (method, error on small1, error on small2): Lake, Salakhutdinov & Tenenbaum 2015 (Science), the "minimal"
 #: condition trained on the small background sets; people were tested on the runs without any such training
@@ -46,9 +43,16 @@ FOLDER = "omniglot"
 TUNING = "omniglot_tuning"  # runs tried while choosing the preset, each <name>/<seed dir>, read as they are
 
 
-def jobs() -> list[tuple[str, list[str]]]:
-    """(run name under OUT, overrides) of every run, the preset's seeds first."""
-    return [(f"{FOLDER}/{name}/seed{seed}", [*PRESET, *extra, f"seed={seed}"])
+def overrides_of(extra: list[str], seed: int, out: Path) -> list[str]:
+    """An entry's command-line overrides for `seed`, its run dir placeholders filled in (an eval_only entry takes
+    the seed of the model it reads)."""
+    filled = [o.replace(RUN_DIR, str(out.resolve())).replace("{seed}", str(seed)) for o in extra]
+    return [*PRESET, *filled] if "eval_only=true" in extra else [*PRESET, *filled, f"seed={seed}"]
+
+
+def jobs(out: Path) -> list[tuple[str, list[str]]]:
+    """(run name under `out`, overrides) of every run, in the order of `RUNS`: the preset's seeds first."""
+    return [(f"{FOLDER}/{name}/seed{seed}", overrides_of(extra, seed, out))
             for name, (_, extra, seeds) in RUNS.items() for seed in seeds]  # fmt: skip
 
 

@@ -345,7 +345,7 @@ def page(runs: list[Run], page_command: str, out_dir: Path) -> str:
 
 def omniglot_section(out_dir: Path) -> list[str]:
     """benchmarks/omniglot.py's section, with the provenance header of its runs."""
-    runs = [read_run(name, out_dir, ("", overrides)) for name, overrides in omniglot.jobs()]
+    runs = [read_run(name, out_dir, ("", overrides)) for name, overrides in omniglot.jobs(out_dir)]
     infos = {run.name: run.info for run in runs if run.results is not None}
     return omniglot.section(out_dir, infos, header(runs) if infos else "")
 
@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
             if run_experiment(name, overrides, out_dir, page_argv) != 0:
                 failed.append(name)
         if args.omniglot and OMNIGLOT_SECTION in (args.only or [OMNIGLOT_SECTION]):
-            for name, overrides in omniglot.jobs():
+            for name, overrides in omniglot.jobs(out_dir):
                 if run_experiment(name, resolved(overrides, args.omniglot), out_dir, page_argv) != 0:
                     failed.append(name)
         if TUTORIAL in (args.only or [TUTORIAL]):

@@ -577,7 +577,7 @@ def validate_encoder(cfg: Any) -> None:
     pooled = enc.get("pooled_blocks")
     if pooled is not None and (not 0 <= pooled <= 4 or enc.get("downsample") == Downsample.stride):
         raise UserError(
-            f"encoder.pooled_blocks={pooled} must be null or 0 to 4, with encoder.downsample=maxpool "
+            f"encoder.pooled_blocks={pooled} must be in 0..4 or null (= all 4), with encoder.downsample=maxpool "
             "(a strided Conv-4 downsamples in every block)"
         )
     name, need = MIN_IMAGE_SIZE.get(enc._target_, (None, 0))

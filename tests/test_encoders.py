@@ -108,3 +108,16 @@ def test_strided_conv4_is_finn_et_al_s_omniglot_network(channels_last):
         encoder.features(x, 2)
     with pytest.raises(ValueError, match="downsample must be one of"):
         Conv4(downsample="avgpool")
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_conv4_without_its_last_max_pools_embeds_the_unpooled_maps(channels_last):
+    torch.manual_seed(0)
+    encoder = Conv4(in_channels=1, hidden=8, out_channels=16, channels_last=channels_last, pooled_blocks=3)
+    x = torch.randn(6, 1, 28, 28)
+    out = encoder(x)
+    assert out.shape == (6, 16 * 3 * 3)  # 28 -> 14 -> 7 -> 3 px, the last block keeps its 3 x 3 map
+    torch.testing.assert_close(out, encoder.features(x, 3).flatten(1))
+    assert Conv4(in_channels=1, hidden=8, out_channels=16)(x).shape == (6, 16)  # all four pools: 1 x 1
+    with pytest.raises(ValueError, match="pooled_blocks must be None or 0-4"):
+        Conv4(pooled_blocks=5)

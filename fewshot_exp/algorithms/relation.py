@@ -62,6 +62,11 @@ class RelationNetwork(FewShotAlgorithm):
                 "algorithm.pooled_blocks needs max-pooling blocks, and encoder.downsample=stride has none; "
                 "use encoder.downsample=maxpool or algorithm.pooled_blocks=null"
             )
+        if getattr(encoder, "pooled_blocks", None) is not None:
+            raise UserError(
+                "encoder.pooled_blocks is not read by algorithm=relation, which pools its encoder's blocks itself; "
+                "set algorithm.pooled_blocks instead"
+            )
         if pooled_blocks is not None and not 0 <= pooled_blocks <= 4:  # Conv-4 and ResNet-12 have 4 blocks
             raise UserError(f"algorithm.pooled_blocks must be in 0..4 or null (= all 4), got {pooled_blocks}")
         self.class_feature = option(class_feature)
