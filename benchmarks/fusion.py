@@ -6,7 +6,7 @@
   max-pool and ReLU as one function, fewshot_exp/norm_pool.py) and off (the modules' own kernels), both channels_last.
 - Second-order MAML meta-step (1 task; 1 and 5 inner steps) with the channels_last encoder, whose TaskBatchNorm runs
   as batch norm of [N*H*W, C] rows with the short double backward of fewshot_exp/task_batch_norm.py, and with an NCHW
-  encoder and plain F.batch_norm (`TaskBatchNorm.fast = False`, the textbook reference).
+  encoder and plain F.batch_norm (`TaskBatchNorm(fast=False)`, the textbook reference).
 """
 
 from __future__ import annotations
@@ -33,16 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 def maml_second_order(shape: Shape, fast: bool) -> object:
     encoder = ours.encoder(shape, channels_last=fast)
     algorithm = MAML(encoder, Distance("l2"), inner_steps=shape.inner_steps, n_way=shape.way, image_size=shape.size)
-    step = ours.train_loop_step(algorithm, shape, torch.device("cpu"))
-
-    def run() -> None:
-        TaskBatchNorm.fast = fast
-        try:
-            step()
-        finally:
-            TaskBatchNorm.fast = True
-
-    return run
+    for norm in algorithm.modules():
+        if isinstance(norm, TaskBatchNorm):
+            norm.fast = fast
+    return ours.train_loop_step(algorithm, shape, torch.device("cpu"))
 
 
 def main(argv: list[str] | None = None) -> None:

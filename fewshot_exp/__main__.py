@@ -22,7 +22,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from fewshot_exp import stopping, sweep
+from fewshot_exp import plugins, stopping, sweep
 from fewshot_exp.build import check_distance_used
 from fewshot_exp.config import register_configs, saved_overrides
 from fewshot_exp.errors import UserError
@@ -247,6 +247,7 @@ def cli() -> None:
     sweep_verdict = os.environ.get(UNREACHABLE_VARIABLE)  # a sweep's W&B probe is for its own workers only
     sweep.failure_message = None  # of an earlier sweep of this process
     try:
+        plugins.check_loaded()
         check_dirs(sys.argv[1:])
         sys.argv[1:] = resume_argv(quoted_paths(sys.argv[1:]))
         check_extras(sys.argv[1:])

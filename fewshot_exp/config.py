@@ -18,6 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, OmegaConf
 
+from fewshot_exp import plugins
 from fewshot_exp.checkpoint import checkpoint_path
 from fewshot_exp.errors import UserError
 
@@ -215,13 +216,6 @@ class TorchvisionConfig(EncoderConfig):
 
 
 @dataclass
-class DistanceConfig:
-    name: str = MISSING  # l2 | cosine | dot
-    temperature: float = 1.0  # logits = -distance / temperature
-    learn_temperature: bool = False
-
-
-@dataclass
 class AdamConfig:
     """The outer optimizer, built as `<_target_>(params, lr=train.lr, weight_decay=train.weight_decay, **rest)`."""
 
@@ -282,138 +276,6 @@ class TrainEpisodeShape:
     tasks: int | None = None
 
 
-@dataclass
-class AlgorithmConfig:
-    _target_: str = MISSING
-
-
-@dataclass
-class ProtoNetConfig(AlgorithmConfig):
-    _target_: str = "fewshot_exp.algorithms.protonet.ProtoNet"
-
-
-class MatchingSimilarity(Enum):
-    cosine = "cosine"  # the paper's softmax over raw cosine similarities
-    distance = "distance"  # the `distance` config group (l2 / cosine / dot with its temperature)
-
-
-@dataclass
-class MatchingConfig(AlgorithmConfig):
-    _target_: str = "fewshot_exp.algorithms.matching.MatchingNetwork"
-    similarity: MatchingSimilarity = MatchingSimilarity.cosine
-    fce: bool = False  # full-context embeddings: support BiLSTM + query attention LSTM
-    fce_steps: int = 5  # unrolling steps of the attention LSTM
-    fce_layers: int = 1  # layers of the support BiLSTM
-
-
-@dataclass
-class HallucinationConfig(AlgorithmConfig):
-    _target_: str = "fewshot_exp.algorithms.hallucination.Hallucination"
-    n_hallucinated: int = 10  # M generated embeddings per class added to the support set
-    noise_dim: int | None = None  # None = the embedding dimension
-    hidden: int | None = None  # generator hidden width; None = the embedding dimension
-
-
-class ClassFeature(Enum):
-    sum = "sum"
-    mean = "mean"
-
-
-@dataclass
-class RelationConfig(AlgorithmConfig):
-    _target_: str = "fewshot_exp.algorithms.relation.RelationNetwork"
-    pooled_blocks: int | None = 2  # encoder blocks that max-pool (Sung et al.: the first 2); None = all
-    class_feature: ClassFeature = ClassFeature.sum  # how K support maps make a class map
-    hidden: int = 64  # channels of the relation module's two conv blocks
-    fc_hidden: int = 8
-
-
-class SiameseLoss(Enum):
-    bce = "bce"  # binary cross-entropy on the learned pair score
-    contrastive = "contrastive"  # contrastive loss on the `distance` group
-
-
-class SiamesePairs(Enum):
-    all = "all"  # every pair of images of a task (support and query)
-    support_query = "support_query"  # query x support pairs only
-
-
-@dataclass
-class SiameseConfig(AlgorithmConfig):
-    _target_: str = "fewshot_exp.algorithms.siamese.SiameseNetwork"
-    loss: SiameseLoss = SiameseLoss.bce
-    pairs: SiamesePairs = SiamesePairs.all
-    margin: float = 1.0  # contrastive loss margin
-
-
-@dataclass
-class InnerLoopConfig(AlgorithmConfig):
-    """Settings shared by the gradient-based meta-learners (fewshot_exp/algorithms/maml.py, reptile.py)."""
-
-    inner_steps: int = 1  # SGD steps on each task's support set when training
-    test_inner_steps: int = 3  # ... when evaluating
-    inner_lr: float = 0.4  # inner SGD step size of the encoder
-    head_inner_lr: float | None = None  # of the linear head; None = inner_lr
-    vectorize: bool | None = None  # torch.func.vmap over the tasks of a batch; None = on CUDA, a loop on CPU
-    image_size: int = 28  # to measure the encoder's output size (YAML: ${dataset.image_size})
-    embedding_dim: int | None = None  # the encoder's output size; None = measured
-
-
-@dataclass
-class ProtoMAMLConfig(InnerLoopConfig):
-    _target_: str = "fewshot_exp.algorithms.maml.ProtoMAML"
-    test_inner_steps: int = 10
-    inner_lr: float = 0.1
-    first_order: bool = False  # treat the inner gradients as constants (first-order MAML)
-    meta_sgd: bool = False  # learn a per-parameter inner step size (Meta-SGD)
-
-
-@dataclass
-class MAMLConfig(ProtoMAMLConfig):
-    _target_: str = "fewshot_exp.algorithms.maml.MAML"
-    test_inner_steps: int = 1
-    inner_lr: float = 0.4
-    n_way: int = 5  # the learned head has max(n_way, train_n_way) outputs (YAML: ${episode.n_way})
-    train_n_way: int | None = None  # (YAML: ${train.episode.n_way})
-
-
-@dataclass
-class ReptileConfig(InnerLoopConfig):
-    _target_: str = "fewshot_exp.algorithms.reptile.Reptile"
-    inner_steps: int = 5
-    test_inner_steps: int = 10
-    inner_lr: float = 0.1
-    outer_stepsize: float = 1.0  # epsilon in theta <- theta + epsilon (phi - theta), scaled by the lr schedule
-    n_way: int = 5
-    train_n_way: int | None = None
-
-
-class PrototypeInit(Enum):
-    kmeans = "kmeans"  # k-means of each class's support embeddings
-    support = "support"  # every support embedding is a prototype
-
-
-class WeightPenalty(Enum):
-    l1 = "l1"
-    l2 = "l2"
-
-
-@dataclass
-class MultiProtoConfig(AlgorithmConfig):
-    _target_: str = "fewshot_exp.algorithms.multiproto.MultiProto"
-    init: PrototypeInit = PrototypeInit.kmeans
-    per_class: int = 2  # k-means prototypes per class (capped at k_shot); J = n_way * per_class
-    kmeans_iters: int = 3  # Lloyd steps after farthest-point seeding
-    fit_steps: int = 3  # gradient steps on the support set per episode
-    fit_lr: float = 0.1  # step size of the prototypes
-    weight_lr: float = 1.0  # step size of the prototype-to-class weights W
-    penalty: WeightPenalty = WeightPenalty.l1  # on W: l1 (proximal, sparse) or l2 (squared)
-    alpha: float = 0.01  # penalty weight
-    scale: float = 10.0  # initial scale of W = scale * one-hot (learned)
-    first_order: bool = False  # treat the fit's gradients as constants
-    ambiguity: float = 0.5  # a prototype whose top class mass is below this is ambiguous
-
-
 class Projection(Enum):
     pca = "pca"
     tsne = "tsne"  # needs scikit-learn
@@ -467,7 +329,7 @@ class Config:
     dataset: Any = MISSING
     encoder: Any = MISSING
     algorithm: Any = MISSING
-    distance: DistanceConfig = MISSING
+    distance: Any = MISSING
     episode: EpisodeShape = field(default_factory=EpisodeShape)
     logger: LoggerConfig = MISSING
     optimizer: Any = MISSING
@@ -499,18 +361,6 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "digits": DigitsConfig,
     },
     "encoder": {"conv4": Conv4Config, "resnet12": ResNet12Config, "torchvision": TorchvisionConfig},
-    "algorithm": {
-        "protonet": ProtoNetConfig,
-        "maml": MAMLConfig,
-        "protomaml": ProtoMAMLConfig,
-        "reptile": ReptileConfig,
-        "matching": MatchingConfig,
-        "hallucination": HallucinationConfig,
-        "relation": RelationConfig,
-        "siamese": SiameseConfig,
-        "multiproto": MultiProtoConfig,
-    },
-    "distance": {"distance": DistanceConfig},
     "optimizer": {"adam": AdamConfig, "sgd": SGDConfig},
     "scheduler": {"step": StepSchedulerConfig, "cosine": CosineSchedulerConfig, "none": ConstantSchedulerConfig},
     "logger": {"logger": LoggerConfig},
@@ -518,6 +368,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
 
 
 def register_configs() -> None:
+    """The top-level schema, the schemas of `SCHEMAS` as `base_<name>`, and the plugins that register their own
+    (`fewshot_exp.plugins.load`)."""
+    plugins.load()
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, schemas in SCHEMAS.items():
@@ -639,8 +492,10 @@ def validate(cfg: Any) -> None:
         raise UserError(f"eval.dataset={cfg.eval.dataset} is not one of {', '.join(SCHEMAS['dataset'])}")
     if cfg.dataset.get("val_alphabets", 1) < 1:
         raise UserError(f"dataset.val_alphabets must be at least 1, got {cfg.dataset.val_alphabets}")
-    if cfg.distance.name not in ("l2", "cosine", "dot"):
-        raise UserError(f"distance.name must be one of l2, cosine, dot, got {cfg.distance.name!r}")
+    from fewshot_exp.distances import SIMILARITIES
+
+    if cfg.distance.name not in SIMILARITIES:
+        raise UserError(f"distance.name must be one of {', '.join(SIMILARITIES)}, got {cfg.distance.name!r}")
     _positive("distance.temperature", cfg.distance.temperature)
     _positive("logger.init_timeout", cfg.logger.get("init_timeout", LoggerConfig.init_timeout))
     if cfg.viz and cfg.viz_projection == Projection.tsne and importlib.util.find_spec("sklearn") is None:

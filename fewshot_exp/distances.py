@@ -6,17 +6,48 @@
 
 All take queries [T, Q, D] and prototypes [T, N, D] and return logits [T, Q, N]. The temperature t
 is fixed or learned (stored as log t so it stays positive).
+
+A distance is one function decorated with `@similarity("<name>")`: that adds it to `SIMILARITIES` and makes
+`distance=<name>` an option of the `distance` group (schema `DistanceConfig`), here or in a user's plugin module.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fewshot_exp.plugins import register_option, register_schema
 from fewshot_exp.precision import float32
+
+Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: name -> similarity of queries [T, Q, D] and prototypes [T, N, D], [T, Q, N], larger meaning closer
+SIMILARITIES: dict[str, Similarity] = {}
+
+
+@dataclass
+class DistanceConfig:
+    name: str = "l2"  # a registered similarity: l2 | cosine | dot, or a plugin's
+    temperature: float = 1.0  # logits = similarity / temperature
+    learn_temperature: bool = False
+
+
+register_schema("distance", "distance", DistanceConfig)
+
+
+def similarity(name: str) -> Callable[[Similarity], Similarity]:
+    """Function decorator: `SIMILARITIES[name]` and the option `distance=<name>`."""
+
+    def add(fn: Similarity) -> Similarity:
+        SIMILARITIES[name] = fn
+        register_option("distance", name, DistanceConfig(name=name))
+        return fn
+
+    return add
 
 
 @float32
@@ -27,21 +58,21 @@ def squared_euclidean(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.
     return (q2 - 2 * queries @ prototypes.transpose(1, 2) + p2).clamp_min(0)
 
 
+@similarity("l2")
+def negative_squared_euclidean(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    return -squared_euclidean(queries, prototypes)
+
+
+@similarity("cosine")
 @float32
 def cosine_similarity(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     return F.normalize(queries, dim=-1) @ F.normalize(prototypes, dim=-1).transpose(1, 2)
 
 
+@similarity("dot")
 @float32
 def dot_product(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     return queries @ prototypes.transpose(1, 2)
-
-
-SIMILARITIES = {
-    "l2": lambda q, p: -squared_euclidean(q, p),
-    "cosine": cosine_similarity,
-    "dot": dot_product,
-}
 
 
 class Distance(nn.Module):

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fewshot_exp import config
+from fewshot_exp import config, plugins
 from fewshot_exp.errors import UserError
 
 # Hydra's and OmegaConf's messages, as `one_line` joins them
@@ -80,7 +80,9 @@ def schema_keys(schema: type, prefix: str = "") -> list[str]:
 
 
 def schema_named(name: str) -> type | None:
-    found = getattr(config, name, None)
+    """The dataclass schema of that class name: one of `fewshot_exp.config` or a registered plugin's."""
+    registered = {schema.__name__: schema for group in plugins.SCHEMAS.values() for schema in group.values()}
+    found = registered.get(name, getattr(config, name, None))
     return found if dataclasses.is_dataclass(found) else None
 
 

@@ -1,4 +1,4 @@
-"""The contract every algorithm in conf/algorithm/ must keep, checked on each one automatically.
+"""The contract every algorithm option (`fewshot_exp.plugins.options`) must keep, checked on each one automatically.
 
 - composes from its YAML and builds through Hydra;
 - episode in, logits [T, N*Q, N] out, finite;
@@ -15,12 +15,14 @@ import torch
 from conftest import REPO, random_imageset
 from hydra import compose, initialize_config_dir
 
+from fewshot_exp import plugins
 from fewshot_exp.build import build_algorithm
 from fewshot_exp.config import register_configs
 from fewshot_exp.data.episodes import Episode, EpisodeSampler
 from fewshot_exp.train import training_step
 
-ALGORITHMS = sorted(p.stem for p in (REPO / "fewshot_exp" / "conf" / "algorithm").glob("*.yaml"))
+register_configs()
+ALGORITHMS = plugins.options("algorithm")
 
 
 def make(name: str, *overrides: str):

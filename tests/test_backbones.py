@@ -12,6 +12,7 @@ import torchvision
 from conftest import REPO, random_imageset, run_cli
 from hydra import compose, initialize_config_dir
 
+from fewshot_exp import plugins
 from fewshot_exp.algorithms.maml import ProtoMAML
 from fewshot_exp.build import build_algorithm
 from fewshot_exp.config import register_configs, validate
@@ -22,7 +23,8 @@ from fewshot_exp.resnet12 import ResNet12, drop_block
 from fewshot_exp.torchvision_backbone import TorchvisionBackbone
 
 TINY_RESNET12 = ["encoder=resnet12", "encoder.channels=[4,4,8,8]"]
-ALGORITHMS = sorted(p.stem for p in (REPO / "fewshot_exp" / "conf" / "algorithm").glob("*.yaml"))
+register_configs()
+ALGORITHMS = plugins.options("algorithm")
 EXPERIMENTS = sorted(p.stem for p in (REPO / "fewshot_exp" / "conf" / "experiment").glob("*.yaml"))
 
 

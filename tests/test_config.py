@@ -10,11 +10,13 @@ from hydra.utils import get_object
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
+from fewshot_exp import plugins
 from fewshot_exp.config import register_configs, train_shape, validate
 from fewshot_exp.errors import UserError
 
 GROUPS = ["dataset", "encoder", "algorithm", "distance", "episode", "logger", "experiment"]
-OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((REPO / "fewshot_exp" / "conf" / g).glob("*.yaml"))]
+register_configs()
+OPTIONS = [(g, option) for g in GROUPS for option in plugins.options(g)]
 NEEDS_ROOT = {"omniglot"}
 
 

@@ -58,7 +58,7 @@ def omniglot_run(
 def test_results_page_omniglot_section_beside_the_published_numbers_with_its_ablation(tmp_path):
     for seed, lake_error in enumerate([8.0, 10.0, 12.0]):
         omniglot_run(tmp_path, "preset", seed, lake_error, [])
-    omniglot_run(tmp_path, "tta", 0, 15.5, ["eval.tta=16"])
+    omniglot_run(tmp_path, "no_tta", 0, 15.5, ["eval_only=true", "eval.tta=0"])
     runs = [results_page.read_run(name, tmp_path) for name in results_page.EXPERIMENTS]
     text = results_page.page(runs, "python -m benchmarks.results_page --run out", tmp_path)
     section = text.split('## Omniglot "minimal"')[1].split("## ProtoNet, MAML")[0]
@@ -68,7 +68,7 @@ def test_results_page_omniglot_section_beside_the_published_numbers_with_its_abl
     assert "**commit** `abc1234` + uncommitted changes" in section and "3 min 37 s per seed" in section
     variants = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| `")}
     assert "10.00% ± 4.97 (3 seeds)" in variants["`preset`"] and "| 11.0% " in variants["`preset`"]
-    assert "15.50% (1 seed)" in variants["`tta`"] and "| 14.5% " in variants["`tta`"]
+    assert "15.50% (1 seed)" in variants["`no_tta`"] and "| 14.5% " in variants["`no_tta`"]
     assert "What was tried" not in section  # no tuning runs in this out dir
     omniglot_run(tmp_path, "augment", 0, 15.0, ["dataset.augment.enabled=true"], folder="omniglot_tuning")
     text = results_page.page(runs, "python -m benchmarks.results_page --run out", tmp_path)
@@ -76,6 +76,17 @@ def test_results_page_omniglot_section_beside_the_published_numbers_with_its_abl
     line = next(line for line in tried.splitlines() if line.startswith("| `augment`"))
     assert "`dataset.augment.enabled=true`" in line and "15.00% (1 seed)" in line and "dataset.root" not in line
     assert "/data/omniglot" not in text
+
+
+def test_omniglot_jobs_run_the_preset_first_and_reevaluate_its_own_models(tmp_path):
+    jobs = dict(omniglot.jobs(tmp_path))
+    names = list(jobs)
+    assert names[: len(omniglot.SEEDS)] == [f"omniglot/preset/seed{s}" for s in omniglot.SEEDS]
+    assert jobs["omniglot/preset/seed1"] == [*omniglot.PRESET, "seed=1"]
+    again = jobs["omniglot/no_tta/seed1"]
+    assert f"checkpoint={tmp_path.resolve()}/omniglot/preset/seed1" in again and "eval_only=true" in again
+    assert not any(o.startswith("seed=") for o in again)  # an eval_only run takes its model's seed
+    assert names.index("omniglot/no_tta/seed0") > names.index(f"omniglot/preset/seed{omniglot.SEEDS[-1]}")
 
 
 def test_results_page_without_runs_gives_the_command(tmp_path):

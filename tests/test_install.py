@@ -16,6 +16,9 @@ import pytest
 from conftest import REPO, cli_env, run_cli
 from test_bad_inputs import call_cli
 
+from fewshot_exp import plugins
+from fewshot_exp.config import register_configs
+
 TINY = ["train.episodes=4", "train.val_every=2", "train.val_episodes=2", "eval.episodes=4", "encoder.hidden=8",
         "encoder.out_channels=8"]  # fmt: skip
 
@@ -84,7 +87,8 @@ def test_help_lists_the_choices_of_each_group_and_no_schema():
     assert proc.returncode == 0, proc.stderr
     listing = proc.stdout.split("== Config ==")[0]
     groups = dict(line.split(": ", 1) for line in listing.splitlines() if line.startswith(("algorithm:", "dataset:")))
-    options = {p.stem for p in (REPO / "fewshot_exp" / "conf" / "algorithm").glob("*.yaml")}
+    register_configs()
+    options = set(plugins.options("algorithm"))
     assert set(groups["algorithm"].split(", ")) == options
     assert "glyphs" in groups["dataset"] and "base_" not in proc.stdout
     assert proc.stdout.startswith("fewshot-exp:")

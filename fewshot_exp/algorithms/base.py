@@ -8,10 +8,12 @@ protocol only ever call `forward` and `loss`, so they never know which algorithm
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 from torch import nn
 
 from fewshot_exp.data.episodes import Episode
@@ -28,6 +30,14 @@ def class_means(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> t
 
 def has_batch_norm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+@dataclass
+class AlgorithmConfig:
+    """The schema every algorithm's config extends (`fewshot_exp.plugins.register`): `_target_` names its class,
+    which Hydra builds with `encoder=`, `distance=` and one keyword argument per key."""
+
+    _target_: str = MISSING
 
 
 class FewShotAlgorithm(nn.Module):

@@ -32,6 +32,7 @@ Configurable: n_hallucinated (M >= 0), noise_dim and hidden (None = D), and the 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -39,9 +40,11 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
+from fewshot_exp.algorithms.base import AlgorithmConfig
 from fewshot_exp.algorithms.protonet import ProtoNet
 from fewshot_exp.data.episodes import Episode
 from fewshot_exp.errors import UserError
+from fewshot_exp.plugins import register
 
 NEGATIVE_SLOPE = 0.2
 INIT_NOISE_SCALE = 0.1  # std of the noise term G adds at initialisation (hidden >= D)
@@ -94,6 +97,15 @@ class Generator(LazyModuleMixin, nn.Module):
         x = F.leaky_relu(F.linear(x, self.weight1, self.bias1), NEGATIVE_SLOPE)
         x = F.leaky_relu(F.linear(x, self.weight2, self.bias2), NEGATIVE_SLOPE)
         return F.linear(x, self.weight3, self.bias3)
+
+
+@register("algorithm", "hallucination")
+@dataclass
+class HallucinationConfig(AlgorithmConfig):
+    _target_: str = "fewshot_exp.algorithms.hallucination.Hallucination"
+    n_hallucinated: int = 10  # M generated embeddings per class added to the support set; 0 = plain ProtoNet
+    noise_dim: int | None = None  # None = the embedding dimension
+    hidden: int | None = None  # generator hidden width; None = the embedding dimension
 
 
 class Hallucination(ProtoNet):

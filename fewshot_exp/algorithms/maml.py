@@ -65,17 +65,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import II, MISSING
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from fewshot_exp import task_batch_norm
-from fewshot_exp.algorithms.base import FewShotAlgorithm
+from fewshot_exp.algorithms.base import AlgorithmConfig, FewShotAlgorithm
 from fewshot_exp.data.episodes import Episode
 from fewshot_exp.errors import UserError
+from fewshot_exp.plugins import register
 from fewshot_exp.precision import float32
 
 Weights = dict[str, dict[str, torch.Tensor]]  # {"encoder": {name: tensor}, "head": {"weight": .., "bias": ..}}
@@ -89,16 +92,15 @@ class TaskBatchNorm(nn.Module):
     kernel: under vmap, the fused kernel's double backward gives wrong gradients (pytorch/functorch#534;
     tests/test_maml.py checks the vmap path against the loop), while the composite ops are exact. Otherwise
     (`fast`, the default) a channels_last map is normalised as its [N*H*W, C] rows and the affine case uses
-    `fewshot_exp.task_batch_norm` (fused kernels, a short double backward); `fast = False` is plain F.batch_norm
+    `fewshot_exp.task_batch_norm` (fused kernels, a short double backward); `fast=False` is plain F.batch_norm
     (benchmarks/fusion.py's reference).
     """
 
-    fast = True
-
-    def __init__(self, bn: nn.modules.batchnorm._BatchNorm):
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, fast: bool = True):
         super().__init__()
         self.weight, self.bias, self.eps = bn.weight, bn.bias, bn.eps
         self.composite = False
+        self.fast = fast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.composite:
@@ -220,6 +222,44 @@ def stack(outputs: list[Any]) -> Any:
     if isinstance(first, dict):
         return {k: stack([o[k] for o in outputs]) for k in first}
     return type(first)(stack(list(parts)) for parts in zip(*outputs))
+
+
+@dataclass
+class InnerLoopConfig(AlgorithmConfig):
+    """Settings shared by the gradient-based meta-learners (this module and reptile.py)."""
+
+    inner_steps: int = 1  # SGD steps on each task's support set when training
+    test_inner_steps: int = MISSING  # ... when evaluating
+    inner_lr: float = MISSING  # inner SGD step size of the encoder
+    head_inner_lr: float | None = None  # of the linear head; None = inner_lr
+    vectorize: bool | None = None  # torch.func.vmap over the tasks of a batch; None = on CUDA, a loop on CPU
+    image_size: int = II("dataset.image_size")  # to measure the encoder's output size
+    embedding_dim: int | None = None  # the encoder's output size; None = measured
+
+
+# ProtoMAML (Triantafillou et al. 2020). Defaults follow the UvA tutorial (1 inner step of 0.1 for encoder and head);
+# it tests with 200 steps (algorithm.test_inner_steps=200), 10 here to keep CPU evaluation quick.
+@register("algorithm", "protomaml")
+@dataclass
+class ProtoMAMLConfig(InnerLoopConfig):
+    _target_: str = "fewshot_exp.algorithms.maml.ProtoMAML"
+    test_inner_steps: int = 10
+    inner_lr: float = 0.1
+    first_order: bool = False  # treat the inner gradients as constants (first-order MAML; fo-Proto-MAML)
+    meta_sgd: bool = False  # learn a per-parameter inner step size (Meta-SGD)
+
+
+# MAML (Finn et al. 2017), second order: the paper's Omniglot 5-way inner loop (1 step of 0.4), but also 1 step at
+# test (on glyphs, 3 steps at 0.4 overshoot: docs/algorithms/gradient-based.md). The paper's full settings, 32 tasks
+# per meta-batch included, are experiment=maml_omniglot_5way / maml_omniglot_20way.
+@register("algorithm", "maml")
+@dataclass
+class MAMLConfig(ProtoMAMLConfig):
+    _target_: str = "fewshot_exp.algorithms.maml.MAML"
+    test_inner_steps: int = 1  # = inner_steps; the paper tests with 3 (experiment=maml_omniglot_5way)
+    inner_lr: float = 0.4
+    n_way: int = II("episode.n_way")  # the learned head has max(n_way, train_n_way) outputs
+    train_n_way: int | None = II("train.episode.n_way")
 
 
 class MAML(FewShotAlgorithm):
@@ -354,8 +394,7 @@ class MAML(FewShotAlgorithm):
 
     def for_each_task(self, fn: Callable[..., Any], *per_task: torch.Tensor) -> Any:
         """fn applied to each task's slice of the [T, ...] tensors, outputs stacked over tasks."""
-        vectorize = self.vectorize if self.vectorize is not None else per_task[0].device.type == "cuda"
-        if vectorize:
+        if self.vectorized():
             with self.vmappable_encoder():
                 # each task draws its own dropout / DropBlock masks, as in the loop
                 return vmap(fn, randomness="different")(*per_task)

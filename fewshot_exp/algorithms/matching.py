@@ -37,6 +37,7 @@ episode, so the FCE parameters are materialised on the first forward (a torch la
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -46,10 +47,11 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
-from fewshot_exp.algorithms.base import FewShotAlgorithm
+from fewshot_exp.algorithms.base import AlgorithmConfig, FewShotAlgorithm
 from fewshot_exp.data.episodes import Episode
 from fewshot_exp.distances import cosine_similarity
 from fewshot_exp.errors import UserError
+from fewshot_exp.plugins import register
 
 
 def option(value: object) -> str:
@@ -151,6 +153,21 @@ class FullContextEmbedding(LazyModuleMixin, nn.Module):
     def forward(self, support: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         support = self.embed_support(support)
         return support, self.embed_query(query, support)
+
+
+class MatchingSimilarity(Enum):
+    cosine = "cosine"  # the paper's softmax over raw cosine similarities
+    distance = "distance"  # the `distance` config group (l2 / cosine / dot with its temperature)
+
+
+@register("algorithm", "matching")
+@dataclass
+class MatchingConfig(AlgorithmConfig):
+    _target_: str = "fewshot_exp.algorithms.matching.MatchingNetwork"
+    similarity: MatchingSimilarity = MatchingSimilarity.cosine
+    fce: bool = False  # full-context embeddings: support BiLSTM + query attention LSTM
+    fce_steps: int = 5  # unrolling steps of the attention LSTM
+    fce_layers: int = 1  # layers of the support BiLSTM
 
 
 class MatchingNetwork(FewShotAlgorithm):

@@ -32,6 +32,7 @@ The `distance` group is not used: the matching is the paper's squared Euclidean 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -43,9 +44,10 @@ from torch.func import grad
 from fewshot_exp.data.episodes import Episode
 from fewshot_exp.distances import squared_euclidean
 from fewshot_exp.errors import UserError
+from fewshot_exp.plugins import register
 from fewshot_exp.precision import float32
 
-from .base import FewShotAlgorithm
+from .base import AlgorithmConfig, FewShotAlgorithm
 
 
 class PrototypeInit(Enum):
@@ -85,6 +87,23 @@ def kmeans(points: torch.Tensor, m: int, iters: int) -> torch.Tensor:
         means = assign.transpose(-1, -2) @ points / counts.clamp_min(1)
         centres = torch.where(counts > 0, means, centres)
     return centres
+
+
+@register("algorithm", "multiproto")
+@dataclass
+class MultiProtoConfig(AlgorithmConfig):
+    _target_: str = "fewshot_exp.algorithms.multiproto.MultiProto"
+    init: PrototypeInit = PrototypeInit.kmeans
+    per_class: int = 2  # k-means prototypes per class (capped at k_shot); J = n_way * per_class
+    kmeans_iters: int = 3  # Lloyd steps after farthest-point seeding
+    fit_steps: int = 3  # gradient steps on the support set per episode
+    fit_lr: float = 0.1  # step size of the prototypes
+    weight_lr: float = 1.0  # step size of the prototype-to-class weights W
+    penalty: Penalty = Penalty.l1  # on W: l1 (proximal, sparse) or l2 (squared)
+    alpha: float = 0.01  # penalty weight
+    scale: float = 10.0  # initial scale of W = scale * one-hot (learned)
+    first_order: bool = False  # treat the fit's gradients as constants
+    ambiguity: float = 0.5  # a prototype whose top class mass is below this is ambiguous
 
 
 class MultiProto(FewShotAlgorithm):

@@ -14,10 +14,19 @@ and its temperature t (fixed or learned), through the `distance` config group.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from fewshot_exp.algorithms.base import FewShotAlgorithm, class_means
+from fewshot_exp.algorithms.base import AlgorithmConfig, FewShotAlgorithm, class_means
 from fewshot_exp.data.episodes import Episode
+from fewshot_exp.plugins import register
+
+
+@register("algorithm", "protonet")
+@dataclass
+class ProtoNetConfig(AlgorithmConfig):
+    _target_: str = "fewshot_exp.algorithms.protonet.ProtoNet"
 
 
 class ProtoNet(FewShotAlgorithm):

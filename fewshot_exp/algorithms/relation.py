@@ -23,18 +23,36 @@ must provide `features(x, pooled_blocks)` and `out_channels` (Conv-4 and ResNet-
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewshot_exp.algorithms.base import FewShotAlgorithm
+from fewshot_exp.algorithms.base import AlgorithmConfig, FewShotAlgorithm
 from fewshot_exp.algorithms.matching import option
 from fewshot_exp.data.episodes import Episode
 from fewshot_exp.errors import UserError
+from fewshot_exp.plugins import register
 
 EVAL_PAIRS = 4096  # (query, class) pairs per pass through the relation module in eval mode
+
+
+class ClassFeature(Enum):
+    sum = "sum"
+    mean = "mean"
+
+
+@register("algorithm", "relation")
+@dataclass
+class RelationConfig(AlgorithmConfig):
+    _target_: str = "fewshot_exp.algorithms.relation.RelationNetwork"
+    pooled_blocks: int | None = 2  # encoder blocks that max-pool (Sung et al.: the first 2: 7x7 at 28 px); None = all
+    class_feature: ClassFeature = ClassFeature.sum  # how K support maps make a class map
+    hidden: int = 64  # channels of the relation module's two conv blocks
+    fc_hidden: int = 8  # width of its hidden fully connected layer
 
 
 class RelationNetwork(FewShotAlgorithm):

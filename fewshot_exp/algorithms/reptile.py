@@ -28,12 +28,28 @@ Configurable: `inner_steps` (k), `test_inner_steps`, `inner_lr`, `head_inner_lr`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from omegaconf import II
 from torch import nn
 
-from fewshot_exp.algorithms.maml import MAML
+from fewshot_exp.algorithms.maml import MAML, InnerLoopConfig
 from fewshot_exp.data.episodes import Episode
 from fewshot_exp.errors import UserError
+from fewshot_exp.plugins import register
+
+
+@register("algorithm", "reptile")
+@dataclass
+class ReptileConfig(InnerLoopConfig):
+    _target_: str = "fewshot_exp.algorithms.reptile.Reptile"
+    inner_steps: int = 5
+    test_inner_steps: int = 10
+    inner_lr: float = 0.1
+    outer_stepsize: float = 1.0  # epsilon in theta <- theta + epsilon (phi - theta), scaled by the lr schedule
+    n_way: int = II("episode.n_way")  # the learned head has max(n_way, train_n_way) outputs
+    train_n_way: int | None = II("train.episode.n_way")
 
 
 class Reptile(MAML):

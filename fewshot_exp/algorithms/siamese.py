@@ -34,17 +34,39 @@ embedding dimension from the first episode (a torch lazy Linear).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewshot_exp.algorithms.base import FewShotAlgorithm
+from fewshot_exp.algorithms.base import AlgorithmConfig, FewShotAlgorithm
 from fewshot_exp.algorithms.matching import option
 from fewshot_exp.data.episodes import Episode
 from fewshot_exp.distances import squared_euclidean
 from fewshot_exp.errors import UserError
+from fewshot_exp.plugins import register
+
+
+class SiameseLoss(Enum):
+    bce = "bce"  # binary cross-entropy on the learned pair score
+    contrastive = "contrastive"  # contrastive loss on the `distance` group
+
+
+class SiamesePairs(Enum):
+    all = "all"  # every pair of images of a task (support and query)
+    support_query = "support_query"  # query x support pairs only
+
+
+@register("algorithm", "siamese")
+@dataclass
+class SiameseConfig(AlgorithmConfig):
+    _target_: str = "fewshot_exp.algorithms.siamese.SiameseNetwork"
+    loss: SiameseLoss = SiameseLoss.bce
+    pairs: SiamesePairs = SiamesePairs.all
+    margin: float = 1.0  # contrastive loss margin
 
 
 class SiameseNetwork(FewShotAlgorithm):
