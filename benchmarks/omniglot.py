@@ -115,8 +115,9 @@ def tuning_runs(folder: Path) -> dict[str, tuple[Path, str]]:
     found = {}
     for run in sorted(folder.glob("*/*/.hydra/overrides.yaml")) if folder.is_dir() else []:
         overrides = [o for o in yaml.safe_load(run.read_text()) or [] if not o.startswith(("dataset.root=", "hydra.",
-                     "logger=", "seed="))]  # fmt: skip
-        found.setdefault(run.parents[2].name, (run.parents[2], " ".join(f"`{o}`" for o in overrides)))
+                     "logger=", "seed=", "experiment="))]  # fmt: skip
+        shown = " ".join(f"`{o}`" for o in overrides) or "none: the preset as it was"
+        found.setdefault(run.parents[2].name, (run.parents[2], shown))
     return found
 
 

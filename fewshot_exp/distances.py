@@ -39,12 +39,12 @@ class DistanceConfig:
 register_schema("distance", "distance", DistanceConfig)
 
 
-def similarity(name: str) -> Callable[[Similarity], Similarity]:
-    """Function decorator: `SIMILARITIES[name]` and the option `distance=<name>`."""
+def similarity(name: str, temperature: float = 1.0) -> Callable[[Similarity], Similarity]:
+    """Function decorator: `SIMILARITIES[name]` and the option `distance=<name>`, at that default temperature."""
 
     def add(fn: Similarity) -> Similarity:
         SIMILARITIES[name] = fn
-        register_option("distance", name, DistanceConfig(name=name))
+        register_option("distance", name, DistanceConfig(name=name, temperature=temperature))
         return fn
 
     return add
@@ -63,7 +63,7 @@ def negative_squared_euclidean(queries: torch.Tensor, prototypes: torch.Tensor) 
     return -squared_euclidean(queries, prototypes)
 
 
-@similarity("cosine")
+@similarity("cosine", temperature=0.1)  # cosines lie in [-1, 1]: sharpened tenfold
 @float32
 def cosine_similarity(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     return F.normalize(queries, dim=-1) @ F.normalize(prototypes, dim=-1).transpose(1, 2)
