@@ -3,8 +3,9 @@ within-alphabet one-shot runs, over seeds, beside the published numbers, and its
 
 `python -m benchmarks.results_page --run OUT --only omniglot --omniglot DIR` runs every entry of `RUNS` into
 OUT/omniglot/<name>/seed<k> (the preset first), one after another, each as a plain command of the tool; the page
-then shows the report's numbers (`fewshot_exp.report`) for each entry. Each variant adds one candidate choice
-to the preset, so its row against the preset's is what that choice does.
+then shows the report's numbers (`fewshot_exp.report`) for each entry. Each other entry changes one thing against
+the preset (its own models tested without views, or the other small background set), so its row against the
+preset's is what that one thing does; the runs tried while choosing the preset are read from OUT/omniglot_tuning.
 """
 
 from __future__ import annotations
