@@ -16,9 +16,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from fewshot_exp import plugins
 from fewshot_exp.build import build_algorithm, load_splits, samplers, select_device
 from fewshot_exp.checkpoint import load_checkpoint
-from fewshot_exp.config import SCHEMAS, Config
+from fewshot_exp.config import Config
 from fewshot_exp.viz import end_of_run
 
 
@@ -32,7 +33,8 @@ def main() -> None:
     checkpoint = load_checkpoint(args.run_dir / "best.pt")
     saved = OmegaConf.create(checkpoint["config"])
     # on the current schemas, so that keys the saved config lacks get their defaults
-    dataset = OmegaConf.structured(SCHEMAS["dataset"][saved.dataset.name])
+    plugins.load()
+    dataset = OmegaConf.structured(plugins.SCHEMAS["dataset"][saved.dataset.name])
     cfg = OmegaConf.merge(OmegaConf.structured(Config), {"dataset": dataset}, saved)
     cfg.viz, cfg.viz_projection = True, args.projection
     device = select_device(cfg.device.value)

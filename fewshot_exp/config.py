@@ -1,4 +1,6 @@
-"""Structured-config schemas: every YAML in conf/ is validated against one of these dataclasses.
+"""The top-level config's schema, the options of the groups that have no plugin module (optimizer, scheduler,
+logger), and the checks that span groups. Algorithms, datasets, encoders and distances register their own
+schemas where they are defined (fewshot_exp/plugins.py).
 
 Types and enum choices are checked by OmegaConf when the config is composed (so
 `episode.k_shot=abc` or `device=gpu` fails before any work); ranges and cross-field rules are
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.utils import get_class
 from omegaconf import II, MISSING, OmegaConf
 
 from fewshot_exp import plugins
@@ -29,12 +32,6 @@ class Device(Enum):
     cuda = "cuda"
 
 
-class Background(Enum):
-    full = "full"
-    small1 = "small1"
-    small2 = "small2"
-
-
 class LoggerMode(Enum):
     auto = "auto"  # online when logged in to W&B, offline otherwise
     online = "online"
@@ -42,179 +39,7 @@ class LoggerMode(Enum):
     disabled = "disabled"
 
 
-@dataclass
-class AugmentConfig:
-    """Random augmentation of training episodes (fewshot_exp/data/augment.py); the identity where unset."""
-
-    enabled: bool = False
-    crop_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random resized crop: area fraction
-    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # ... and aspect ratio range
-    flip: bool = False  # horizontal flip with probability 1/2
-    brightness: float = 0.0  # colour jitter: factors drawn from [1 - b, 1 + b]
-    contrast: float = 0.0
-    saturation: float = 0.0
-    rotate: float = 0.0  # small affine: rotation in [-rotate, rotate] degrees
-    translate: float = 0.0  # ... shift up to this fraction of the image size
-    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # ... zoom range
-    shear: float = 0.0  # ... horizontal shear in [-shear, shear] degrees
-    elastic: float = 0.0  # elastic distortion: smooth displacements up to this fraction of the image
-    thickness: float = 0.0  # stroke thickness: blend in [-t, t] towards a 3x3 erosion (-) or dilation (+)
-
-
-@dataclass
-class DatasetConfig:
-    name: str = MISSING
-    root: str | None = None
-    image_size: int = 28
-    normalize: bool = False  # subtract the training split's per-channel mean and divide by its std
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-
-@dataclass
-class AlphabetDatasetConfig(DatasetConfig):
-    """Character datasets split by alphabet (glyphs, omniglot)."""
-
-    val_alphabets: int = 2  # background alphabets held out for validation (hyperparameters, best checkpoint)
-    rotation_classes: bool = False  # add 90/180/270-degree rotations of training classes as new classes
-
-
-@dataclass
-class GlyphsConfig(AlphabetDatasetConfig):
-    name: str = "glyphs"
-    renderings: int = 50  # images per character: k_shot + n_query up to 50 (35 shots with 15 queries)
-    generator_seed: int = 0  # the dataset is a pure function of its settings
-
-
-@dataclass
-class OmniglotConfig(AlphabetDatasetConfig):
-    name: str = "omniglot"
-    background: Background = Background.full
-    rotation_classes: bool = True
-    download: bool = False
-
-
-@dataclass
-class CifarFSConfig(DatasetConfig):
-    """CIFAR-100 split by class (Bertinetto et al. 2019), from torchvision's CIFAR-100 files."""
-
-    name: str = "cifar_fs"
-    image_size: int = 32
-    normalize: bool = True
-    download: bool = False
-
-
-@dataclass
-class FC100Config(CifarFSConfig):
-    """CIFAR-100 split by superclass (Oreshkin et al. 2018)."""
-
-    name: str = "fc100"
-
-
-@dataclass
-class Cifar100RandomConfig(CifarFSConfig):
-    """CIFAR-100 classes split at random."""
-
-    name: str = "cifar100_random"
-    split_seed: int = 0
-    split_classes: list[int] = field(default_factory=lambda: [80, 10, 10])  # train/val/test classes
-
-
-@dataclass
-class MiniImageNetConfig(DatasetConfig):
-    """mini-ImageNet, Ravi & Larochelle split, from the pickled cache or images + CSVs."""
-
-    name: str = "miniimagenet"
-    image_size: int = 84
-    normalize: bool = True
-
-
-@dataclass
-class SplitFiles:
-    """Text files naming the classes of each split, one per line (relative to dataset.root, or absolute).
-    All None: not used (a node, not an optional one, so that the command line can set it or one of its keys)."""
-
-    train: str | None = None
-    val: str | None = None
-    test: str | None = None
-
-
-@dataclass
-class FolderConfig(DatasetConfig):
-    """A directory of class folders, split by class."""
-
-    name: str = "folder"
-    channels: int = 3
-    normalize: bool = True
-    split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])  # class fractions train/val/test
-    split_seed: int = 0
-    split_files: SplitFiles = field(default_factory=SplitFiles)  # lists of classes; replace `split` when set
-
-
-class SvhnSplit(Enum):
-    train = "train"
-    test = "test"
-    extra = "extra"
-
-
-@dataclass
-class SvhnConfig(DatasetConfig):
-    """SVHN digits, a cross-domain test set (eval.dataset=svhn)."""
-
-    name: str = "svhn"
-    image_size: int = 32
-    split: SvhnSplit = SvhnSplit.test  # which .mat file
-    download: bool = False
-
-
-@dataclass
-class DigitsConfig(DatasetConfig):
-    """scikit-learn's bundled 8x8 digits, a cross-domain test set (eval.dataset=digits)."""
-
-    name: str = "digits"
-
-
-@dataclass
-class EncoderConfig:
-    _target_: str = MISSING
-
-
-class Downsample(Enum):
-    maxpool = "maxpool"  # conv3x3 - BN - ReLU - 2x2 max-pool (Vinyals et al., Snell et al.)
-    stride = "stride"  # stride-2 conv3x3 - BN - ReLU, maps averaged at the end (Finn et al.'s Omniglot network)
-
-
-@dataclass
-class Conv4Config(EncoderConfig):
-    _target_: str = "fewshot_exp.encoders.Conv4"
-    hidden: int = 64
-    out_channels: int = 64
-    channels_last: bool = True
-    fuse_norm_pool: bool = True  # training on CPU: BN + max-pool + ReLU as one function (fewshot_exp/norm_pool.py)
-    downsample: Downsample = Downsample.maxpool
-    pooled_blocks: int | None = None  # blocks (from the first) that end in a max-pool; None = all 4
-
-
-@dataclass
-class ResNet12Config(EncoderConfig):
-    _target_: str = "fewshot_exp.resnet12.ResNet12"
-    channels: list[int] = field(default_factory=lambda: [64, 160, 320, 640])  # widths of the 4 residual blocks
-    drop_block: bool = False  # dropout after blocks 1-2, DropBlock after blocks 3-4 (MetaOptNet), training only
-    drop_rate: float = 0.1  # fraction of units dropped (only with drop_block)
-    block_size: int = 5  # DropBlock square side, capped at the feature map size
-    channels_last: bool = True
-
-
-@dataclass
-class TorchvisionConfig(EncoderConfig):
-    _target_: str = "fewshot_exp.torchvision_backbone.TorchvisionBackbone"
-    name: str = "resnet18"  # a torchvision classification model
-    out_dim: int | None = None  # a linear projection to this size; None = the penultimate features
-    weights: str | None = None  # local state-dict file of that model (nothing is downloaded)
-    normalize: bool | None = None  # ImageNet mean/std on the input; None = when weights is set
-    image_size: int = 84  # to check that the model can embed the run's images (YAML: ${dataset.image_size})
-    channels_last: bool = True
-
-
+@plugins.register("optimizer", "adam")
 @dataclass
 class AdamConfig:
     """The outer optimizer, built as `<_target_>(params, lr=train.lr, weight_decay=train.weight_decay, **rest)`."""
@@ -224,6 +49,7 @@ class AdamConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
 
 
+@plugins.register("optimizer", "sgd")
 @dataclass
 class SGDConfig:
     _target_: str = "torch.optim.SGD"
@@ -232,6 +58,7 @@ class SGDConfig:
     nesterov: bool = True
 
 
+@plugins.register("scheduler", "step")
 @dataclass
 class StepSchedulerConfig:
     """The learning-rate schedule, built as `<_target_>(optimizer, **rest)` and stepped once per training episode."""
@@ -242,6 +69,7 @@ class StepSchedulerConfig:
     gamma: float = II("train.lr_gamma")
 
 
+@plugins.register("scheduler", "cosine")
 @dataclass
 class CosineSchedulerConfig:
     _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
@@ -250,6 +78,7 @@ class CosineSchedulerConfig:
     eta_min: float = 0.0
 
 
+@plugins.register("scheduler", "none")
 @dataclass
 class ConstantSchedulerConfig:
     _target_: str = "torch.optim.lr_scheduler.ConstantLR"
@@ -264,6 +93,11 @@ class EpisodeShape:
     k_shot: int = 5
     n_query: int = 15
     tasks: int = 1  # tasks per meta-batch
+
+
+# the options `episode=<n>way_<k>shot`
+for _n_way, _k_shot in ((5, 1), (5, 5), (20, 1), (20, 5)):
+    plugins.register_option("episode", f"{_n_way}way_{_k_shot}shot", EpisodeShape(n_way=_n_way, k_shot=_k_shot))
 
 
 @dataclass
@@ -307,7 +141,7 @@ class EvalConfig:
     batch_images: int | None = None
     lake_runs: str | None = None  # dir of Omniglot one-shot runs (run01..run20) to report test/lake_error
     tta: int = 0  # test-time augmentation: random views of every test image with dataset.augment (fewshot_exp/tta.py)
-    dataset: str | None = None  # a cross-domain test set (conf/dataset/<name>.yaml), all its classes; None = dataset's
+    dataset: str | None = None  # a cross-domain test set (a dataset option), all its classes; None = dataset's
     dataset_root: str | None = None  # its dataset.root
     k_shots: list[int] | None = None  # eval_only: the k_shot of each point of the test-shot curve; None = episode's
     n_ways: list[int] | None = None  # eval_only: the n_way values; None = episode's
@@ -322,6 +156,11 @@ class LoggerConfig:
     group: str | None = None  # default: the sweep dir for multiruns, the experiment name otherwise
     tags: list[str] = field(default_factory=list)
     init_timeout: float = 20.0  # seconds an online run may take to start before the run goes on offline
+
+
+plugins.register_schema("logger", "logger", LoggerConfig)
+plugins.register_option("logger", "wandb", LoggerConfig(name="wandb"))
+plugins.register_option("logger", "none", LoggerConfig(name="none", mode=LoggerMode.disabled))
 
 
 @dataclass
@@ -347,35 +186,10 @@ class Config:
     viz_projection: Projection = Projection.pca  # 2-D projection of the embedding plot
 
 
-# The schema each YAML of a group names in its defaults list as `base_<name>`.
-SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {
-        "glyphs": GlyphsConfig,
-        "omniglot": OmniglotConfig,
-        "cifar_fs": CifarFSConfig,
-        "fc100": FC100Config,
-        "cifar100_random": Cifar100RandomConfig,
-        "miniimagenet": MiniImageNetConfig,
-        "folder": FolderConfig,
-        "svhn": SvhnConfig,
-        "digits": DigitsConfig,
-    },
-    "encoder": {"conv4": Conv4Config, "resnet12": ResNet12Config, "torchvision": TorchvisionConfig},
-    "optimizer": {"adam": AdamConfig, "sgd": SGDConfig},
-    "scheduler": {"step": StepSchedulerConfig, "cosine": CosineSchedulerConfig, "none": ConstantSchedulerConfig},
-    "logger": {"logger": LoggerConfig},
-}
-
-
 def register_configs() -> None:
-    """The top-level schema, the schemas of `SCHEMAS` as `base_<name>`, and the plugins that register their own
-    (`fewshot_exp.plugins.load`)."""
+    """The top-level schema and the plugins, which register their own (`fewshot_exp.plugins.load`)."""
     plugins.load()
-    cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
-    for group, schemas in SCHEMAS.items():
-        for name, node in schemas.items():
-            cs.store(group=group, name=f"base_{name}", node=node)
+    ConfigStore.instance().store(name="base_config", node=Config)
 
 
 def train_shape(cfg: Any) -> EpisodeShape:
@@ -416,25 +230,21 @@ def _positive(name: str, value: Any) -> None:
         raise UserError(f"{name} must be positive{' and finite' if value == math.inf else ''}, got {value}")
 
 
-# Conv-4 and ResNet-12 halve the map in each of their 4 blocks: below 16 px the last block has no pixel left.
-MIN_IMAGE_SIZE = {"fewshot_exp.encoders.Conv4": ("conv4", 16), "fewshot_exp.resnet12.ResNet12": ("resnet12", 16)}
-
-
 def validate_encoder(cfg: Any) -> None:
-    """Widths and the smallest input the chosen encoder can take."""
+    """Widths, and what the encoder's class says of its config (`check_config`) and of its input
+    (`min_image_size`)."""
     enc = cfg.encoder
     widths = [(f"encoder.{k}", enc[k]) for k in ("hidden", "out_channels") if k in enc]
     widths += [(f"encoder.channels[{i}]", c) for i, c in enumerate(enc.get("channels") or [])]
     for name, value in widths:
         _positive(name, value)
-    pooled = enc.get("pooled_blocks")
-    if pooled is not None and (not 0 <= pooled <= 4 or enc.get("downsample") == Downsample.stride):
-        raise UserError(
-            f"encoder.pooled_blocks={pooled} must be in 0..4 or null (= all 4), with encoder.downsample=maxpool "
-            "(a strided Conv-4 downsamples in every block)"
-        )
-    name, need = MIN_IMAGE_SIZE.get(enc._target_, (None, 0))
+    encoder = get_class(enc._target_)
+    if hasattr(encoder, "check_config"):
+        encoder.check_config(cfg)
+    need = getattr(encoder, "min_image_size", 0)
     if cfg.dataset.image_size < need:
+        options = plugins.SCHEMAS.get("encoder", {}).items()
+        name = next((n for n, schema in options if schema._target_ == enc._target_), enc._target_)
         raise UserError(
             f"dataset.image_size={cfg.dataset.image_size} is too small for encoder={name}: "
             f"its 4 blocks halve the image 4 times; use dataset.image_size >= {need}"
@@ -488,8 +298,9 @@ def validate(cfg: Any) -> None:
         raise UserError("eval.k_shots and eval.n_ways make a test-shot curve of a trained model: add eval_only=true")
     if cfg.eval.dataset_root is not None and cfg.eval.dataset is None:
         raise UserError("eval.dataset_root is set but eval.dataset is not: name the cross-domain test set")
-    if cfg.eval.dataset is not None and cfg.eval.dataset not in SCHEMAS["dataset"]:
-        raise UserError(f"eval.dataset={cfg.eval.dataset} is not one of {', '.join(SCHEMAS['dataset'])}")
+    datasets = plugins.SCHEMAS.get("dataset", {})
+    if cfg.eval.dataset is not None and cfg.eval.dataset not in datasets:
+        raise UserError(f"eval.dataset={cfg.eval.dataset} is not one of {', '.join(datasets)}")
     if cfg.dataset.get("val_alphabets", 1) < 1:
         raise UserError(f"dataset.val_alphabets must be at least 1, got {cfg.dataset.val_alphabets}")
     from fewshot_exp.distances import SIMILARITIES

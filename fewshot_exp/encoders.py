@@ -1,14 +1,49 @@
-"""Image encoders: x [B, C, H, W] -> embeddings [B, D]."""
+"""Image encoders: x [B, C, H, W] -> embeddings [B, D]. This module holds the `encoder` group's schema and
+Conv-4 (`encoder=conv4`); ResNet-12 and the torchvision backbones register from their own modules."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 from torch import nn
 
+from fewshot_exp.errors import UserError
 from fewshot_exp.norm_pool import batch_norm_max_pool_relu, fusable
+from fewshot_exp.plugins import register
 
-DOWNSAMPLE = ("maxpool", "stride")
+
+@dataclass
+class EncoderConfig:
+    """An encoder option: the class `_target_` built with `in_channels` and the option's other keys. The class may
+    say `min_image_size` (the smallest input it can embed) and `check_config(cfg)` (UserError on a bad setting),
+    which `fewshot_exp.config.validate` asks before any work."""
+
+    _target_: str = MISSING
+
+
+class Downsample(Enum):
+    maxpool = "maxpool"  # conv3x3 - BN - ReLU - 2x2 max-pool (Vinyals et al., Snell et al.)
+    stride = "stride"  # stride-2 conv3x3 - BN - ReLU, maps averaged at the end (Finn et al.'s Omniglot network)
+
+
+DOWNSAMPLE = tuple(d.value for d in Downsample)
+
+
+@register("encoder", "conv4")
+@dataclass
+class Conv4Config(EncoderConfig):
+    _target_: str = "fewshot_exp.encoders.Conv4"
+    hidden: int = 64
+    out_channels: int = 64
+    channels_last: bool = True
+    fuse_norm_pool: bool = True  # training on CPU: BN, max-pool and ReLU as one autograd function (norm_pool.py)
+    downsample: Downsample = Downsample.maxpool  # or stride: stride-2 convolutions, no max-pool, maps averaged
+    pooled_blocks: int | None = None  # blocks (from the first) that end in a max-pool; None = all 4
 
 
 def conv_block(in_channels: int, out_channels: int, downsample: str = "maxpool") -> nn.Sequential:
@@ -75,6 +110,19 @@ class Conv4(nn.Module):
     (28 -> 14 -> 7 -> 4 -> 2 px) and the last maps averaged over space, so the embedding has `out_channels`
     dimensions at any image size.
     """
+
+    min_image_size = 16  # each of the 4 blocks halves the map: below 16 px the last block has no pixel left
+
+    @staticmethod
+    def check_config(cfg: Any) -> None:
+        """`encoder.pooled_blocks` of the composed config `cfg`, before any work."""
+        pooled = cfg.encoder.get("pooled_blocks")
+        downsample = getattr(cfg.encoder.get("downsample"), "value", cfg.encoder.get("downsample"))
+        if pooled is not None and (not 0 <= pooled <= 4 or downsample == "stride"):
+            raise UserError(
+                f"encoder.pooled_blocks={pooled} must be in 0..4 or null (= all 4), with encoder.downsample=maxpool "
+                "(a strided Conv-4 downsamples in every block)"
+            )
 
     def __init__(
         self,

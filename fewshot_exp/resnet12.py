@@ -27,12 +27,26 @@ in place on an unbatched tensor and so cannot run under `torch.func.vmap` (MAML'
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fewshot_exp.encoders import EncoderConfig
 from fewshot_exp.errors import UserError
+from fewshot_exp.plugins import register
+
+
+@register("encoder", "resnet12")
+@dataclass
+class ResNet12Config(EncoderConfig):
+    _target_: str = "fewshot_exp.resnet12.ResNet12"
+    channels: list[int] = field(default_factory=lambda: [64, 160, 320, 640])  # widths of the 4 residual blocks
+    drop_block: bool = False  # dropout after blocks 1-2, DropBlock after blocks 3-4 (MetaOptNet), training only
+    drop_rate: float = 0.1  # fraction of units dropped (only with drop_block)
+    block_size: int = 5  # DropBlock square side, capped at the feature map size
+    channels_last: bool = True
 
 
 def drop_block(x: torch.Tensor, drop_rate: float, block_size: int, eps: float = 1e-6) -> torch.Tensor:
@@ -75,6 +89,8 @@ class ResNet12(nn.Module):
     Same interface as Conv-4: `features(x, pooled_blocks)` gives the maps (Relation Network), `out_channels`
     their width, `channels_last` the NHWC memory format (read at call time; MAML's vmap turns it off).
     """
+
+    min_image_size = 16  # each of the 4 blocks halves the map: below 16 px the last block has no pixel left
 
     def __init__(
         self,

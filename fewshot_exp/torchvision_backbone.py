@@ -22,13 +22,30 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torchvision
+from omegaconf import II
 from torch import nn
 
+from fewshot_exp.encoders import EncoderConfig
 from fewshot_exp.errors import UserError
+from fewshot_exp.plugins import register
+
+
+@register("encoder", "torchvision")
+@dataclass
+class TorchvisionConfig(EncoderConfig):
+    _target_: str = "fewshot_exp.torchvision_backbone.TorchvisionBackbone"
+    name: str = "resnet18"  # any of torchvision.models.list_models(module=torchvision.models) with a linear classifier
+    out_dim: int | None = None  # a linear projection to this size; None = the penultimate features (512 for resnet18)
+    weights: str | None = None  # path to a local state dict of that model (nothing is downloaded)
+    normalize: bool | None = None  # ImageNet mean/std on the [0, 1] pixels; None = on when weights is set
+    image_size: int = II("dataset.image_size")  # to check at build time that the model can embed the run's images
+    channels_last: bool = True
+
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Auxiliary classifiers are not built (aux_logits=False), so their keys in a published file are skipped.

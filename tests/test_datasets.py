@@ -17,11 +17,11 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from PIL import Image
 
-from fewshot_exp.config import SCHEMAS, AugmentConfig
-from fewshot_exp.data import DATASETS, load_dataset
-from fewshot_exp.data.augment import Augment, Normalize
+from fewshot_exp import plugins
+from fewshot_exp.data import DATASETS, TEST_SETS, load_dataset
+from fewshot_exp.data.augment import Augment, AugmentConfig, Normalize
 from fewshot_exp.data.common import merge, split_lists
-from fewshot_exp.data.crossdomain import TEST_SETS, cross_domain_test
+from fewshot_exp.data.crossdomain import cross_domain_test
 from fewshot_exp.data.episodes import EpisodeSampler
 from fewshot_exp.errors import UserError
 
@@ -41,9 +41,12 @@ TINY = [
 ]
 
 
+plugins.load()
+
+
 def node(name: str, **values):
-    """The `dataset` config node of conf/dataset/<name>.yaml's schema with `values` set."""
-    return OmegaConf.merge(OmegaConf.structured(SCHEMAS["dataset"][name]), values)
+    """The `dataset` config node of the option `dataset=<name>` with `values` set."""
+    return OmegaConf.merge(OmegaConf.structured(plugins.SCHEMAS["dataset"][name]), values)
 
 
 def class_images(label: int, n: int, size: int, channels: int = 3) -> np.ndarray:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from fewshot_exp.config import GlyphsConfig
 from fewshot_exp.data import glyphs
+from fewshot_exp.data.glyphs import GlyphsConfig
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
 

@@ -55,7 +55,7 @@ SEEDS = range(6)
 
 @pytest.mark.parametrize("steps", [1, 5])
 def test_the_default_layout_is_as_precise_as_nchw_in_float32(steps):
-    assert Conv4().channels_last  # the default (conf/encoder/conv4.yaml sets it too)
+    assert Conv4().channels_last  # the default, as in the option encoder=conv4 (Conv4Config)
     nchw, default = [], []
     for seed in SEEDS:
         reference = meta_gradient(channels_last=False, dtype=torch.float64, steps=steps, seed=seed)

@@ -11,8 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from fewshot_exp.config import Background, OmniglotConfig
-from fewshot_exp.data.omniglot import load_lake_runs, load_omniglot
+from fewshot_exp.data.omniglot import Background, OmniglotConfig, load_lake_runs, load_omniglot
 from fewshot_exp.errors import UserError
 
 DATA = Path(os.environ.get("FEWSHOT_OMNIGLOT_DIR", Path(__file__).resolve().parents[2] / "shared/data/omniglot"))

@@ -9,8 +9,7 @@ from omegaconf import OmegaConf
 
 from fewshot_exp.algorithms.protonet import ProtoNet
 from fewshot_exp.build import tta_views
-from fewshot_exp.config import AugmentConfig
-from fewshot_exp.data.augment import Augment
+from fewshot_exp.data.augment import Augment, AugmentConfig
 from fewshot_exp.data.episodes import EpisodeSampler
 from fewshot_exp.data.omniglot import LakeRun
 from fewshot_exp.distances import Distance

@@ -7,10 +7,24 @@ classes, evaluation alphabets give test classes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
+from fewshot_exp.data import DatasetConfig
+from fewshot_exp.data.augment import AugmentConfig, characters
 from fewshot_exp.data.imageset import ImageSet
 from fewshot_exp.errors import UserError
+
+
+@dataclass
+class AlphabetDatasetConfig(DatasetConfig):
+    """Character datasets split by alphabet (glyphs, omniglot)."""
+
+    val_alphabets: int = 2  # background alphabets held out for validation (hyperparameters, best checkpoint)
+    rotation_classes: bool = False  # add 90/180/270-degree rotations of training classes as new classes
+    augment: AugmentConfig = field(default_factory=characters)
+
 
 Alphabet = list[tuple[str, torch.Tensor]]  # (character name, [n, C, H, W] uint8 images)
 

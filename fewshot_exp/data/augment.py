@@ -29,6 +29,7 @@ training split, for training, validation, test and cross-domain test images alik
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,6 +43,37 @@ ELASTIC_GRID = 4  # control points per side of the elastic displacement field
 N_WARP = 10  # uniforms of the flip, affine and crop
 N_COLOUR = 4  # uniforms of the thickness and the colour jitter
 N_DRAWS = N_WARP + N_COLOUR + 2 * ELASTIC_GRID**2  # uniform numbers drawn per image
+
+
+@dataclass
+class AugmentConfig:
+    """`dataset.augment`: random augmentation of training episodes; the identity where unset."""
+
+    enabled: bool = False
+    crop_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random resized crop: area fraction
+    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # ... and aspect ratio range
+    flip: bool = False  # horizontal flip with probability 1/2
+    brightness: float = 0.0  # colour jitter: factors drawn from [1 - b, 1 + b]
+    contrast: float = 0.0
+    saturation: float = 0.0
+    rotate: float = 0.0  # small affine: rotation in [-rotate, rotate] degrees
+    translate: float = 0.0  # ... shift up to this fraction of the image size
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # ... zoom range
+    shear: float = 0.0  # ... horizontal shear in [-shear, shear] degrees
+    elastic: float = 0.0  # elastic distortion: smooth displacements up to this fraction of the image
+    thickness: float = 0.0  # stroke thickness: blend in [-t, t] towards a 3x3 erosion (-) or dilation (+)
+
+
+def natural_images() -> AugmentConfig:
+    """On by default for photographs (CIFAR, mini-ImageNet, a folder): random resized crop of 0.5-1 of the area,
+    horizontal flip and colour jitter of 0.4."""
+    return AugmentConfig(enabled=True, crop_scale=[0.5, 1.0], flip=True, brightness=0.4, contrast=0.4, saturation=0.4)
+
+
+def characters() -> AugmentConfig:
+    """Off by default for characters (glyphs, Omniglot); when enabled, an affine of up to 10 degrees, 10% shift and
+    0.9-1.1 zoom."""
+    return AugmentConfig(rotate=10.0, translate=0.1, scale=[0.9, 1.1])
 
 
 def _range(name: str, values: Any, low: float, high: float) -> tuple[float, float]:

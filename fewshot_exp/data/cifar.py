@@ -16,16 +16,50 @@ Images are 32 px RGB (resized when `dataset.image_size` differs). Reading takes 
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torchvision.datasets import CIFAR100
 
+from fewshot_exp.data import DatasetConfig, dataset
+from fewshot_exp.data.augment import AugmentConfig, natural_images
 from fewshot_exp.data.common import by_class, random_class_split, require_root, resize, split_by_class, split_lists
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
 from fewshot_exp.memory import check_images_fit
+
+SOURCE = "CIFAR-100"
+
+
+@dataclass
+class CifarFSConfig(DatasetConfig):
+    """CIFAR-100 split by class (Bertinetto et al. 2019), from torchvision's CIFAR-100 files."""
+
+    name: str = "cifar_fs"
+    root: str | None = None  # dir holding torchvision's cifar-100-python/{train,test,meta}
+    image_size: int = 32
+    normalize: bool = True
+    augment: AugmentConfig = field(default_factory=natural_images)
+    download: bool = False  # true: fetch the files through torchvision (online only)
+
+
+@dataclass
+class FC100Config(CifarFSConfig):
+    """CIFAR-100 split by superclass (Oreshkin et al. 2018)."""
+
+    name: str = "fc100"
+
+
+@dataclass
+class Cifar100RandomConfig(CifarFSConfig):
+    """CIFAR-100 classes split at random."""
+
+    name: str = "cifar100_random"
+    split_seed: int = 0
+    split_classes: list[int] = field(default_factory=lambda: [80, 10, 10])  # train/val/test classes (sum 100)
+
 
 FOLDER = CIFAR100.base_folder  # "cifar-100-python"
 FILES = ("train", "test", "meta")
@@ -64,16 +98,19 @@ def read_cifar100(cfg: Any) -> dict[str, torch.Tensor]:
     return by_class(images, labels, parts[0].classes)
 
 
+@dataset("cifar_fs", CifarFSConfig, source=SOURCE)
 def load_cifar_fs(cfg: Any) -> Splits:
     return split_by_class(read_cifar100(cfg), split_lists("cifar_fs"), "CIFAR-100")
 
 
+@dataset("fc100", FC100Config, source=SOURCE)
 def load_fc100(cfg: Any) -> Splits:
     superclasses = split_lists("fc100")  # {split: {superclass: [classes]}}
     classes = {split: [c for members in groups.values() for c in members] for split, groups in superclasses.items()}
     return split_by_class(read_cifar100(cfg), classes, "CIFAR-100")
 
 
+@dataset("cifar100_random", Cifar100RandomConfig, source=SOURCE)
 def load_cifar100_random(cfg: Any) -> Splits:
     counts = list(cfg.split_classes)
     if len(counts) != 3 or min(counts) < 1 or sum(counts) != 100:

@@ -12,9 +12,12 @@ first if you mix them with those.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fewshot_exp.data import DatasetConfig, dataset
+from fewshot_exp.data.augment import AugmentConfig, natural_images
 from fewshot_exp.data.common import SPLIT_NAMES, decode_images, random_class_split, require_root, split_by_class
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
@@ -22,6 +25,32 @@ from fewshot_exp.errors import UserError
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
+@dataclass
+class SplitFiles:
+    """Text files naming the classes of each split, one per line (relative to dataset.root, or absolute).
+    All None: not used (a node, not an optional one, so that the command line can set it or one of its keys)."""
+
+    train: str | None = None
+    val: str | None = None
+    test: str | None = None
+
+
+@dataclass
+class FolderConfig(DatasetConfig):
+    """A directory of class folders, <root>/<class>/*.png|jpg, split by class."""
+
+    name: str = "folder"
+    root: str | None = None  # the folder holding one subfolder per class
+    image_size: int = 84
+    channels: int = 3  # 1 = grey, 3 = RGB
+    normalize: bool = True
+    augment: AugmentConfig = field(default_factory=natural_images)
+    split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])  # class fractions train/val/test
+    split_seed: int = 0
+    split_files: SplitFiles = field(default_factory=SplitFiles)  # lists of classes; replace `split` when set
+
+
+@dataset("folder", FolderConfig)
 def load_folder(cfg: Any) -> Splits:
     if cfg.channels not in (1, 3):
         raise UserError(f"dataset.channels must be 1 or 3, got {cfg.channels}")

@@ -48,6 +48,7 @@ import logging
 import os
 import string
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,8 @@ from fontTools import unicodedata as ucd
 from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from fewshot_exp.data.alphabets import Alphabet, background_splits, to_imageset
+from fewshot_exp.data import dataset
+from fewshot_exp.data.alphabets import Alphabet, AlphabetDatasetConfig, background_splits, to_imageset
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
 from fewshot_exp.files import atomic_writer, remove_partial_writes
@@ -302,6 +304,15 @@ def load_data(cfg: Any) -> dict[str, Any]:
     return data
 
 
+@dataclass
+class GlyphsConfig(AlphabetDatasetConfig):
+    name: str = "glyphs"
+    root: str | None = None  # cache dir; None = ~/.cache/fewshot_exp/glyphs
+    renderings: int = 50  # images per character: k_shot + n_query up to 50 (35 shots with 15 queries)
+    generator_seed: int = 0  # the dataset is a pure function of its settings
+
+
+@dataset("glyphs", GlyphsConfig)
 def load_glyphs(cfg: Any) -> Splits:
     """Splits of the glyphs dataset: train/val from background alphabets, test from evaluation alphabets."""
     data = load_data(cfg)

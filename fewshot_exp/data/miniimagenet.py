@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import csv
 import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fewshot_exp.data import DatasetConfig, dataset
+from fewshot_exp.data.augment import AugmentConfig, natural_images
 from fewshot_exp.data.common import SPLIT_NAMES, decode_images, require_root, resize, split_by_class, split_lists
 from fewshot_exp.data.imageset import ImageSet, Splits
 from fewshot_exp.errors import UserError
@@ -33,6 +36,18 @@ CACHE = "mini-imagenet-cache-{}.pkl"
 IMAGES = 60_000  # 600 of each of the 64 + 16 + 20 classes
 
 
+@dataclass
+class MiniImageNetConfig(DatasetConfig):
+    """mini-ImageNet, Ravi & Larochelle split, from the pickled cache or images + CSVs."""
+
+    name: str = "miniimagenet"
+    root: str | None = None  # mini-imagenet-cache-{train,val,test}.pkl, or images/*.jpg (+ {train,val,test}.csv)
+    image_size: int = 84
+    normalize: bool = True
+    augment: AugmentConfig = field(default_factory=natural_images)
+
+
+@dataset("miniimagenet", MiniImageNetConfig)
 def load_miniimagenet(cfg: Any) -> Splits:
     root = require_root(cfg.root, "mini-imagenet")
     if (root / CACHE.format("train")).is_file():

@@ -30,18 +30,35 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from fewshot_exp.config import Background
-from fewshot_exp.data.alphabets import Alphabet, background_splits, to_imageset
+from fewshot_exp.data import dataset
+from fewshot_exp.data.alphabets import Alphabet, AlphabetDatasetConfig, background_splits, to_imageset
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
 
 log = logging.getLogger(__name__)
+
+
+class Background(Enum):
+    full = "full"
+    small1 = "small1"
+    small2 = "small2"
+
+
+@dataclass
+class OmniglotConfig(AlphabetDatasetConfig):
+    name: str = "omniglot"
+    root: str | None = None  # dir with images_background*.zip / images_evaluation.zip (or unzipped)
+    background: Background = Background.full  # the training alphabets
+    rotation_classes: bool = True  # 90/180/270-degree rotations as extra training classes (Snell et al. 2017)
+    download: bool = False
+
 
 BACKGROUND_FILES = {
     Background.full: "images_background",
@@ -63,6 +80,7 @@ class LakeRun:
     query_labels: torch.Tensor  # [20] int64, index into support
 
 
+@dataset("omniglot", OmniglotConfig)
 def load_omniglot(cfg) -> Splits:
     """Train/val from the background alphabets (split by alphabet), test from the evaluation alphabets."""
     try:
