@@ -104,7 +104,18 @@ def samplers(cfg: Any, splits: Splits) -> dict[str, EpisodeSampler]:
     val_gen = torch.Generator().manual_seed(episode_seed(cfg, "val"))
     test_gen = torch.Generator().manual_seed(episode_seed(cfg, "test"))
     return {
-        "train": EpisodeSampler(splits.train, t.n_way, t.k_shot, t.n_query, t.tasks, train_gen, "train", augment, norm),
+        "train": EpisodeSampler(
+            splits.train,
+            t.n_way,
+            t.k_shot,
+            t.n_query,
+            t.tasks,
+            train_gen,
+            "train",
+            augment,
+            norm,
+            cfg.train.episode.get("within_alphabet", False),
+        ),  # fmt: skip
         "val": EpisodeSampler(splits.val, e.n_way, e.k_shot, e.n_query, e.tasks, val_gen, "validation", None, norm),
         "test": EpisodeSampler(splits.test, e.n_way, e.k_shot, e.n_query, e.tasks, test_gen, "test", None, norm),
     }

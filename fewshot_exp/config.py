@@ -108,6 +108,7 @@ class TrainEpisodeShape:
     k_shot: int | None = None
     n_query: int | None = None
     tasks: int | None = None
+    within_alphabet: bool = False  # all classes of an episode from one alphabet, as in Omniglot's one-shot runs
 
 
 class Projection(Enum):

@@ -128,3 +128,26 @@ def test_progress_bars_refresh_rarely_in_a_log_file(monkeypatch):
     monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: True)
     assert progress.progress(range(3), file=io.StringIO()).mininterval < 1
     assert progress.progress(range(3), show=False, file=io.StringIO()).disable
+
+
+def lettered_split(sizes: dict[str, int], per_class: int = 4) -> ImageSet:
+    """Classes named alphabet/character, `sizes[alphabet]` characters each."""
+    names = [f"{alphabet}/c{i}" for alphabet, count in sizes.items() for i in range(count)]
+    images = [torch.full((per_class, 1, 8, 8), i, dtype=torch.uint8) for i in range(len(names))]
+    return ImageSet.from_class_lists(images, names)
+
+
+def test_within_alphabet_episodes_take_every_class_from_one_alphabet():
+    split = lettered_split({"Greek": 6, "Korean": 9, "Tiny": 3})  # Tiny has too few classes for 5-way
+    drawn = EpisodeSampler(split, 5, 1, 2, 200, torch.Generator().manual_seed(0), within_alphabet=True).draw(200)
+    alphabets = [{split.class_names[c].partition("/")[0] for c in split.labels[task[:, 0]].tolist()} for task in drawn]
+    assert all(len(a) == 1 for a in alphabets)
+    assert {a.pop() for a in alphabets} == {"Greek", "Korean"}  # both eligible alphabets are drawn, Tiny never
+    assert all(len(set(split.labels[task[:, 0]].tolist())) == 5 for task in drawn)  # 5 distinct classes
+
+
+def test_within_alphabet_needs_alphabets_large_enough():
+    with pytest.raises(UserError, match="no training alphabet has 10 classes"):
+        EpisodeSampler(lettered_split({"Greek": 6, "Korean": 6}), 10, 1, 2, 1, torch.Generator(), within_alphabet=True)
+    with pytest.raises(UserError, match="needs classes named alphabet/character"):
+        EpisodeSampler(random_imageset(12, 10), 5, 1, 2, 1, torch.Generator(), within_alphabet=True)

@@ -74,6 +74,24 @@ def batch_bytes(split: ImageSet, n_way: int, k_shot: int, n_query: int, tasks: i
     return tasks * n_way * (k_shot + n_query) * split.images[0].numel() * 4
 
 
+def alphabet_of_class(split: ImageSet, n_way: int) -> torch.Tensor:
+    """[n_classes] index of each class's alphabet (the class name's part before its first '/'), counting only
+    alphabets with at least `n_way` classes; -1 for the classes of the others."""
+    names = [name.partition("/")[0] for name in split.class_names]
+    if all("/" not in name for name in split.class_names):
+        raise UserError(
+            "train.episode.within_alphabet needs classes named alphabet/character (dataset=glyphs or omniglot)"
+        )
+    sizes = {a: names.count(a) for a in dict.fromkeys(names)}
+    kept = {a: i for i, a in enumerate(a for a, size in sizes.items() if size >= n_way)}
+    if not kept:
+        raise UserError(
+            f"train.episode.within_alphabet: no training alphabet has {n_way} classes (the largest has "
+            f"{max(sizes.values())}); lower train.episode.n_way"
+        )
+    return torch.tensor([kept.get(a, -1) for a in names])
+
+
 class EpisodeSampler:
     """Draws batches of tasks from one split. The images stay on the split's device; which images make an episode
     is drawn on the generator's device (the split's, or the CPU)."""
@@ -89,6 +107,7 @@ class EpisodeSampler:
         split_name: str = "",
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        within_alphabet: bool = False,
     ) -> None:
         check_shape(split, split_name or "data", n_way, k_shot, n_query)
         self.split, self.n_way, self.k_shot, self.n_query, self.tasks = split, n_way, k_shot, n_query, tasks
@@ -98,6 +117,7 @@ class EpisodeSampler:
         drawn_on = generator.device  # the split's, or the CPU for evaluation episodes on any device
         self._counts, self._offsets = split.counts.to(drawn_on), split.offsets.to(drawn_on)
         self._pad = torch.arange(self._max_count, device=drawn_on)  # [M]
+        self._alphabets = alphabet_of_class(split, n_way).to(drawn_on) if within_alphabet else None  # [C]
 
     def sample(self, tasks: int | None = None) -> Episode:
         return self.episode(self.draw(self.tasks if tasks is None else tasks))
@@ -107,10 +127,13 @@ class EpisodeSampler:
         support and the rest the query; on the generator's device."""
         split, n, k, q = self.split, self.n_way, self.k_shot, self.n_query
         device = self.generator.device
-        # Classes: the first n of a random permutation per task.
-        classes = torch.rand(tasks, split.n_classes, generator=self.generator, device=device).argsort(1)[
-            :, :n
-        ]  # [T, N]
+        # Classes: the first n of a random permutation per task (within_alphabet: of one random alphabet's classes).
+        keys = torch.rand(tasks, split.n_classes, generator=self.generator, device=device)
+        if self._alphabets is not None:
+            count = int(self._alphabets.max()) + 1  # alphabets with at least n classes; the others are -1
+            alphabet = torch.randint(count, (tasks, 1), generator=self.generator, device=device)
+            keys = keys.masked_fill(self._alphabets != alphabet, 2.0)
+        classes = keys.argsort(1)[:, :n]  # [T, N]
         # Images: the first k+q of a random permutation of each class's images (padding slots sort last).
         counts = self._counts[classes]  # [T, N]
         keys = torch.rand(tasks, n, self._max_count, generator=self.generator, device=device)
