@@ -67,7 +67,15 @@ class AugmentConfig:
 def natural_images() -> AugmentConfig:
     """On by default for photographs (CIFAR, mini-ImageNet, a folder): random resized crop of 0.5-1 of the area,
     horizontal flip and colour jitter of 0.4."""
-    return AugmentConfig(enabled=True, crop_scale=[0.5, 1.0], flip=True, brightness=0.4, contrast=0.4, saturation=0.4)
+    return AugmentConfig(
+        enabled=True,
+        crop_scale=[0.5, 1.0],
+        crop_ratio=[0.75, 1.3333333],
+        flip=True,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.4,
+    )
 
 
 def characters() -> AugmentConfig:
