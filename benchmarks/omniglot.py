@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
+from omegaconf import OmegaConf
 from tabulate import tabulate
 
 from benchmarks.provenance import duration
+from fewshot_exp.config import Config, flat
 from fewshot_exp.report import runs_table
 
 PRESET = ["experiment=omniglot_minimal", "dataset.root={omniglot}"]
@@ -111,14 +112,39 @@ def variants_table(rows: dict[str, pd.Series], what: dict[str, str]) -> str:
     return tabulate(lines, headers=headers, tablefmt="pipe", disable_numparse=True)
 
 
-def tuning_runs(folder: Path) -> dict[str, tuple[Path, str]]:
-    """The runs tried while choosing the preset (folder/<name>/<seed dir>): name -> (its folder, its overrides)."""
+#: keys left out when a tuning run's settings are compared with the preset's (paths, seeds, names)
+NOT_SETTINGS = ("seed", "dataset.root", "eval.lake_runs", "experiment_name", "checkpoint", "eval_only")
+
+
+def settings(run_dir: Path) -> dict[str, Any]:
+    """A run's saved config (`.hydra/config.yaml`) as dotted key -> value, on the current top-level schema, so a
+    key that its version of the tool lacked reads as today's default."""
+    saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    try:
+        saved = OmegaConf.merge(OmegaConf.structured(Config), saved)
+    except Exception:  # a key the schema no longer has: the config as saved
+        pass
+    values = flat(OmegaConf.to_container(saved, resolve=False, enum_to_str=True), skip=frozenset())
+    return {k: v for k, v in values.items() if k not in NOT_SETTINGS and v != "???"}
+
+
+def shown(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value).replace(" ", "")
+
+
+def differences(run_dir: Path, preset_dir: Path) -> str:
+    """The settings of `run_dir` that differ from the preset's run's, as overrides."""
+    run, preset = settings(run_dir), settings(preset_dir)
+    changed = [f"`{k}={shown(run.get(k))}`" for k in sorted(run.keys() | preset.keys()) if run.get(k) != preset.get(k)]
+    return " ".join(changed) or "none: the preset's settings"
+
+
+def tuning_runs(folder: Path, preset_dir: Path) -> dict[str, tuple[Path, str]]:
+    """The runs tried while choosing the preset (folder/<name>/<seed dir>): name -> (its folder, how its settings
+    differ from those of the preset's run `preset_dir`)."""
     found = {}
-    for run in sorted(folder.glob("*/*/.hydra/overrides.yaml")) if folder.is_dir() else []:
-        overrides = [o for o in yaml.safe_load(run.read_text()) or [] if not o.startswith(("dataset.root=", "hydra.",
-                     "logger=", "seed=", "experiment="))]  # fmt: skip
-        shown = " ".join(f"`{o}`" for o in overrides) or "none: the preset as it was"
-        found.setdefault(run.parents[2].name, (run.parents[2], shown))
+    for run in sorted(folder.glob("*/*/.hydra/config.yaml")) if folder.is_dir() else []:
+        found.setdefault(run.parents[2].name, (run.parents[2], differences(run.parents[1], preset_dir)))
     return found
 
 
@@ -173,16 +199,15 @@ def section(out: Path, infos: dict[str, dict[str, Any]], provenance: str) -> lis
         variants_table(rows, {name: what for name, (what, _, _) in RUNS.items()}),
         "",
     ]
-    tried = tuning_runs(out / TUNING)
+    tried = tuning_runs(out / TUNING, out / FOLDER / "preset" / f"seed{SEEDS[0]}")
     tried_rows = rows_of({name: folder for name, (folder, _) in tried.items()})
     if tried_rows:
         lines += [
             "### What was tried",
             "",
-            f"Runs made while choosing the preset, at commits {commits([f for f, _ in tried.values()])}, seed 0, "
-            f"kept in `outputs/results_page/{TUNING}/<run>`; each row's overrides come after "
-            "`experiment=omniglot_minimal` as it was then (ProtoNet, 28 px, 60-way 1-shot training, 1500 episodes, "
-            "no augmentation, no test-time views; 1000 test episodes). Their training times "
+            f"Runs made while choosing the preset, at commits {commits([f for f, _ in tried.values()])}, kept in "
+            f"`outputs/results_page/{TUNING}/<run>`; each row lists the settings in which it differs from the "
+            f"preset's run above (seed {SEEDS[0]}), read from the two runs' saved configs. Their training times "
             "were not measured on an idle machine and are not comparable.",
             "",
             variants_table(tried_rows, {name: overrides for name, (_, overrides) in tried.items()}),

@@ -40,7 +40,13 @@ def test_results_page_has_the_provenance_header_and_each_runs_numbers(tmp_path):
 
 
 def omniglot_run(
-    out_dir: Path, name: str, seed: int, lake_error: float, extra: list[str], folder: str = "omniglot"
+    out_dir: Path,
+    name: str,
+    seed: int,
+    lake_error: float,
+    extra: list[str],
+    folder: str = "omniglot",
+    config: str = "",
 ) -> None:
     """A run dir of benchmarks/omniglot.py's section as `results_page --run` leaves it."""
     overrides = [o.replace("{omniglot}", "/data/omniglot") for o in omniglot.PRESET] + extra + [f"seed={seed}"]
@@ -48,7 +54,7 @@ def omniglot_run(
     fake_run(out_dir, f"{folder}/{name}/seed{seed}", overrides, **{"test/acc": 0.9, "test/acc_ci95": 0.01,
              "test/lake_error": lake_error, "test/episodes_fingerprint": "f", **per_run})  # fmt: skip
     hydra = out_dir / folder / name / f"seed{seed}" / ".hydra"
-    (hydra / "config.yaml").write_text(f"seed: {seed}\nepisode: {{n_way: 20, k_shot: 1}}\n")
+    (hydra / "config.yaml").write_text(f"seed: {seed}\nepisode: {{n_way: 20, k_shot: 1}}\n{config}")
     choices = "{dataset: omniglot, algorithm: protonet, distance: l2}"
     (hydra / "hydra.yaml").write_text(
         f"hydra:\n  runtime:\n    choices: {choices}\n  overrides:\n    task: {overrides}\n"
@@ -70,11 +76,16 @@ def test_results_page_omniglot_section_beside_the_published_numbers_with_its_abl
     assert "10.00% ± 4.97 (3 seeds)" in variants["`preset`"] and "| 11.0% " in variants["`preset`"]
     assert "15.50% (1 seed)" in variants["`no_tta`"] and "| 14.5% " in variants["`no_tta`"]
     assert "What was tried" not in section  # no tuning runs in this out dir
-    omniglot_run(tmp_path, "augment", 0, 15.0, ["dataset.augment.enabled=true"], folder="omniglot_tuning")
+    # a tuning run is described by the settings of its saved config that differ from the preset's run's
+    augment = "dataset: {root: /data/omniglot, augment: {enabled: true}}\ntrain: {episodes: 3000}\n"
+    omniglot_run(tmp_path, "augment", 0, 15.0, [], folder="omniglot_tuning", config=augment)
+    omniglot_run(tmp_path, "same", 0, 11.0, [], folder="omniglot_tuning")
     text = results_page.page(runs, "python -m benchmarks.results_page --run out", tmp_path)
     tried = text.split("### What was tried")[1].split("## ProtoNet, MAML")[0]
     line = next(line for line in tried.splitlines() if line.startswith("| `augment`"))
-    assert "`dataset.augment.enabled=true`" in line and "15.00% (1 seed)" in line and "dataset.root" not in line
+    assert "`dataset.augment.enabled=true` `train.episodes=3000` |" in line and "15.00% (1 seed)" in line
+    assert "dataset.root" not in line
+    assert "none: the preset's settings" in next(line for line in tried.splitlines() if line.startswith("| `same`"))
     assert "/data/omniglot" not in text
 
 
