@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 
 from fewshot_exp.build import build_algorithm, episode_seed, load_splits, samplers, select_device
 from fewshot_exp.checkpoint import load_checkpoint
-from fewshot_exp.evaluate import evaluate, lake_runs_error
-from fewshot_exp.run import load_lake_runs_for
+from fewshot_exp.evaluate import evaluate
+from fewshot_exp.lake_runs import lake_runs_error, runs_of
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     if not hasattr(algorithm, "test_inner_steps"):
         parser.error(f"{type(algorithm).__name__} has no inner loop")
     print(f"{args.run_dir}/best.pt: {type(algorithm).__name__}, {args.episodes} episodes per split")
-    lake = load_lake_runs_for(cfg) if args.lake else None
+    lake = runs_of(cfg) if args.lake else None
     if args.lake and lake is None:
         parser.error("--lake: the run has no eval.lake_runs")
     header = " ".join(f"{s + ' acc':>16} {s + ' loss':>9}" for s in args.splits)

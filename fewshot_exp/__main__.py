@@ -24,9 +24,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fewshot_exp import plugins, stopping, sweep
 from fewshot_exp.build import check_distance_used
-from fewshot_exp.config import register_configs, saved_overrides
+from fewshot_exp.config import register_configs
 from fewshot_exp.errors import UserError
 from fewshot_exp.extras import check_extras
+from fewshot_exp.resume import saved_overrides
 from fewshot_exp.run_lock import DirInUse, held
 from fewshot_exp.sweep import record_failure
 from fewshot_exp.tracking import UNREACHABLE_VARIABLE

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class
-from omegaconf import II, MISSING, OmegaConf
+from omegaconf import II, MISSING
 
 from fewshot_exp import plugins
 from fewshot_exp.checkpoint import checkpoint_path
@@ -205,25 +203,21 @@ def train_shape(cfg: Any) -> EpisodeShape:
     )
 
 
-def override_key(override: str) -> str:
-    """The key a command-line override sets: `a.b=1`, `+a.b=1` and `~a.b` all set `a.b`."""
-    return override.partition("=")[0].lstrip("+~")
+CLASS_PATHS = frozenset({"_target_", "_partial_"})
 
 
-def saved_overrides(run_dir: Path, given: Iterable[str], skip: Iterable[str] = ()) -> list[str]:
-    """A run's own command-line overrides (`<run_dir>/.hydra/overrides.yaml`; [] without it), less Hydra's own and
-    those whose key is set again by the `given` overrides or is in `skip`."""
-    path = run_dir / ".hydra" / "overrides.yaml"
-    try:
-        saved = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
-    except Exception as e:  # a file cut short or edited by hand: YAML's own error types
-        raise UserError(
-            f"{path} is unreadable ({type(e).__name__}): it is not the list of overrides Hydra wrote"
-        ) from None
-    if not isinstance(saved, list):
-        raise UserError(f"{path} is not the list of overrides Hydra wrote")
-    dropped = {override_key(o) for o in given} | set(skip)
-    return [str(o) for o in saved or [] if not str(o).startswith("hydra") and override_key(str(o)) not in dropped]
+def flat(values: dict, prefix: str = "", skip: frozenset[str] = CLASS_PATHS) -> dict:
+    """Nested dicts as one level, keys joined by dots (`{"episode": {"k_shot": 5}}` -> `{"episode.k_shot": 5}`);
+    the keys in `skip` (by default the class paths `_target_`, `_partial_`) are left out, lists kept as values."""
+    out = {}
+    for key, value in values.items():
+        if key in skip:
+            continue
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}.", skip))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _positive(name: str, value: Any) -> None:

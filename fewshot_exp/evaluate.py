@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from fewshot_exp.algorithms.base import FewShotAlgorithm
-from fewshot_exp.data.episodes import Episode, EpisodeSampler, to_float
+from fewshot_exp.data.episodes import EpisodeSampler
 from fewshot_exp.progress import progress
 from fewshot_exp.provenance import update
 from fewshot_exp.tta import Views
@@ -102,51 +101,3 @@ def episodes_fingerprint(sampler: EpisodeSampler, drawn: torch.Tensor) -> str:
     digest.update(f"k_shot={sampler.k_shot} drawn={tuple(drawn.shape)}".encode())
     digest.update(memoryview(drawn.to("cpu", torch.int64).contiguous().numpy()).cast("B"))
     return digest.hexdigest()[:16]
-
-
-def lake_runs_error(
-    algorithm: FewShotAlgorithm,
-    runs: list,
-    device: torch.device,
-    normalize: Callable | None = None,
-    channels: int = 1,
-    views: Views | None = None,
-) -> dict[str, float]:
-    """Percent error of 20-way one-shot classification on each official Omniglot run, and their mean (the grey
-    images converted to the model's `channels`, then normalised by `normalize`, the episodes' normalisation;
-    with `views`, each image's test-time views too)."""
-    from fewshot_exp.data.common import to_channels
-
-    def pixels(images: torch.Tensor) -> torch.Tensor:
-        return to_float(to_channels(images, channels).to(device))[None]  # [1, 20, C, H, W]
-
-    def prepare(x: torch.Tensor) -> torch.Tensor:
-        return x if normalize is None else normalize(x)
-
-    was_training = algorithm.training
-    algorithm.eval()
-    views = views and views.restart()
-    errors = {}
-    with torch.no_grad():
-        for run in progress(runs, unit="run", desc="Omniglot one-shot runs", leave=False):
-            n = run.support.shape[0]
-            raw = Episode(
-                support_x=pixels(run.support),
-                support_y=torch.arange(n, device=device)[None],
-                query_x=pixels(run.query),
-                query_y=run.query_labels.to(device)[None],
-                n_way=n,
-            )
-            if views is None:
-                episode = Episode(prepare(raw.support_x), raw.support_y, prepare(raw.query_x), raw.query_y, n)
-                logits = algorithm(episode)
-            else:
-                logits = views.pool(algorithm(views.episode(raw, prepare)))
-            wrong = int((logits.argmax(-1) != raw.query_y).sum())
-            errors[run.name] = 100.0 * wrong / raw.query_y.numel()
-    algorithm.train(was_training)
-    errors_list = list(errors.values())
-    return {
-        "test/lake_error": sum(errors_list) / len(errors_list),
-        **{f"test/lake_error/{k}": v for k, v in errors.items()},
-    }

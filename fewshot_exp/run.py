@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -12,21 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from fewshot_exp import stopping
 from fewshot_exp.build import build_algorithm, check_batch_memory, load_splits, samplers, select_device, tta_views
-from fewshot_exp.checkpoint import RESUME_KEYS, load_checkpoint
-from fewshot_exp.config import train_shape, validate
-from fewshot_exp.errors import UserError
-from fewshot_exp.evaluate import Accuracy, episodes_fingerprint, evaluate, lake_runs_error
-from fewshot_exp.files import remove_partial_writes, strict_json, write_atomically
+from fewshot_exp.checkpoint import load_checkpoint
+from fewshot_exp.config import flat, train_shape, validate
+from fewshot_exp.evaluate import Accuracy, episodes_fingerprint, evaluate
+from fewshot_exp.files import strict_json, write_atomically
+from fewshot_exp.lake_runs import lake_runs_error, runs_of
 from fewshot_exp.pretrained import init_encoder
 from fewshot_exp.provenance import provenance
+from fewshot_exp.resume import resume_state
 from fewshot_exp.run_files import METRICS_FILE, TEST_EPISODES_FILE, TIMING_FILE
-from fewshot_exp.scheduler import is_requeue, job_id
 from fewshot_exp.tracking import Tracker
-from fewshot_exp.train import check_resume_device, train
+from fewshot_exp.train import train
 
 log = logging.getLogger(__name__)
 
@@ -40,31 +39,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic  # cuDNN autotuning (CUDA only)
-
-
-def load_lake_runs_for(cfg: Any) -> list | None:
-    if cfg.eval.lake_runs is None:
-        return None
-    from fewshot_exp.data.omniglot import load_lake_runs
-
-    return load_lake_runs(cfg.eval.lake_runs, cfg.dataset.image_size)
-
-
-CLASS_PATHS = frozenset({"_target_", "_partial_"})
-
-
-def flat(values: dict, prefix: str = "", skip: frozenset[str] = CLASS_PATHS) -> dict:
-    """Nested dicts as one level, keys joined by dots (`{"episode": {"k_shot": 5}}` -> `{"episode.k_shot": 5}`);
-    the keys in `skip` (by default the class paths `_target_`, `_partial_`) are left out, lists kept as values."""
-    out = {}
-    for key, value in values.items():
-        if key in skip:
-            continue
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}.", skip))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def wandb_config(cfg: Any, choices: dict[str, str], origin: dict[str, Any] | None = None) -> dict:
@@ -119,82 +93,6 @@ def training_time(seconds: float, episodes: int, resume_from: dict[str, Any] | N
     }
 
 
-def config_differences(cfg: Any, saved_yaml: str) -> list[str]:
-    """Dotted keys whose values differ between the config and a checkpoint's (`resume` aside)."""
-    now = flat(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), skip=frozenset())
-    then = flat(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=True), skip=frozenset())
-    return sorted(
-        k
-        for k in now.keys() | then.keys()
-        if k not in ("resume", "viz", "viz_projection")
-        and str(now.get(k)) != str(then.get(k))
-        # a key the saved config lacks (a schema key newer than the checkpoint) is no difference at its default,
-        # so a checkpoint resumes under a version that adds config keys
-        and not (k not in then and now.get(k) == schema_default(cfg, k))
-    )
-
-
-def schema_default(cfg: Any, key: str) -> Any:
-    """The default of dotted `key` in the structured-config schema of its node (an Enum as its name), or a value
-    no config holds when there is none."""
-    parent, _, leaf = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
-    fields = {f.name: f for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
-    field = fields.get(leaf)
-    if field is None or field.default is dataclasses.MISSING:
-        return object()
-    default = getattr(field.default, "name", field.default)
-    if isinstance(default, str) and default.startswith("${"):  # an interpolation (scheduler.step_size): what it gives
-        return OmegaConf.select(cfg, key)
-    return default
-
-
-def resume_state(cfg: Any, run_dir: Path, device: torch.device) -> dict[str, Any] | None:
-    """The last.pt state to continue from, None to start afresh; refuses to overwrite another run's checkpoints."""
-    last = run_dir / "last.pt"
-    remove_partial_writes(run_dir)
-    if not cfg.resume and last.exists() and job_id() is not None:  # run by a scheduler: maybe its requeue
-        state = load_checkpoint(last, map_location="cpu", needs=RESUME_KEYS)
-        if is_requeue(state, finished=(run_dir / "results.json").exists()):
-            log.info("requeued job %s: continuing its run", state["job_id"])
-            return checked_resume(cfg, last, state, device)
-    if not cfg.resume:
-        held = held_run_files(run_dir)
-        if held:
-            raise UserError(
-                f"{run_dir} already holds a run ({', '.join(held)}): pass resume=true to continue it, or choose "
-                "another hydra.run.dir (for a sweep, hydra.sweep.dir)"
-            )
-        return None
-    if not last.exists():
-        log.info("resume=true but %s has no last.pt yet: starting from the beginning", run_dir)
-        return None
-    state = load_checkpoint(last, map_location="cpu", needs=RESUME_KEYS)
-    if (run_dir / "best.pt").exists():  # read at the end of training: a damaged one is found now, not then
-        load_checkpoint(run_dir / "best.pt", map_location=device)
-    return checked_resume(cfg, last, state, device)
-
-
-def held_run_files(run_dir: Path) -> list[str]:
-    """The files of an earlier run in `run_dir` that a new run would overwrite."""
-    return [name for name in ("last.pt", "best.pt", "results.json") if (run_dir / name).exists()]
-
-
-def checked_resume(cfg: Any, last: Path, state: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """`state` (read from `last`) if its config matches the run's and it was written on the same kind of device,
-    else a UserError naming the differences."""
-    differences = config_differences(cfg, state["config"])
-    if differences:
-        raise UserError(
-            f"cannot resume {last}: the config differs from the checkpoint's in "
-            f"{', '.join(differences[:5])}{' ...' if len(differences) > 5 else ''}"
-        )
-    check_resume_device(state, device, last)
-    log.info("resuming %s at episode %d", last.parent, state["progress"]["episode"])
-    return state
-
-
 def run_experiment(
     cfg: Any, run_dir: Path, name: str | None = None, group: str | None = None, choices: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -204,7 +102,7 @@ def run_experiment(
     seed_everything(cfg.seed, cfg.deterministic)
     views = tta_views(cfg)
     stopping.enter("loading data")
-    lake_runs = load_lake_runs_for(cfg)
+    lake_runs = runs_of(cfg)
     splits = load_splits(cfg, device)
     origin = provenance(splits, device)
     check_batch_memory(cfg, splits)  # training only: an eval_only run samples no training batch

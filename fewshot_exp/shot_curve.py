@@ -30,14 +30,16 @@ from omegaconf import OmegaConf
 from fewshot_exp import stopping
 from fewshot_exp.build import build_algorithm, episode_seed, load_splits, samplers, select_device, tta_views
 from fewshot_exp.checkpoint import checkpoint_path, load_checkpoint
-from fewshot_exp.config import head_outputs, saved_overrides, train_shape, validate
+from fewshot_exp.config import head_outputs, train_shape, validate
 from fewshot_exp.data.episodes import EpisodeSampler, check_shape
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
-from fewshot_exp.evaluate import episodes_fingerprint, evaluate, lake_runs_error
+from fewshot_exp.evaluate import episodes_fingerprint, evaluate
 from fewshot_exp.files import write_atomically
+from fewshot_exp.lake_runs import lake_runs_error, runs_of
 from fewshot_exp.provenance import provenance
-from fewshot_exp.run import episodes_table, held_run_files, load_lake_runs_for, results_json, wandb_config
+from fewshot_exp.resume import held_run_files, saved_overrides
+from fewshot_exp.run import episodes_table, results_json, wandb_config
 from fewshot_exp.run_files import CURVE_EPISODES_FILE
 from fewshot_exp.tracking import Tracker
 
@@ -121,7 +123,7 @@ def shot_curve(cfg: Any) -> tuple[Path, Any, list[dict[str, Any]], pd.DataFrame,
     validate(model_cfg)
     views = tta_views(model_cfg)
     points = shapes(model_cfg)
-    lake_runs = load_lake_runs_for(model_cfg)
+    lake_runs = runs_of(model_cfg)
     device = select_device(model_cfg.device.value)
     splits = load_splits(model_cfg, device)
     episode_samplers = test_samplers(model_cfg, splits, points)

@@ -12,7 +12,6 @@ random state (Python, torch CPU and CUDA, the training sampler's generator).
 from __future__ import annotations
 
 import math
-import random
 import re
 import signal
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from fewshot_exp.data.episodes import Episode, EpisodeSampler
 from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import evaluate
 from fewshot_exp.progress import progress as progress_bar
+from fewshot_exp.resume import rng_state, set_rng_state
 from fewshot_exp.scheduler import REQUEUE_SIGNAL, hand_over, job_id
 from fewshot_exp.tracking import Tracker
 
@@ -123,38 +123,6 @@ def _training_step(
     loss.backward()
     optimizer.step()
     return loss, logits
-
-
-def rng_state(sampler: EpisodeSampler) -> dict[str, Any]:
-    """Every random state a resume must restore; CUDA's only for the run's own GPU (no context on the others)."""
-    device = sampler.generator.device
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "sampler": sampler.generator.get_state()}
-    state["device"] = device.type
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict[str, Any], sampler: EpisodeSampler) -> None:
-    """Restore `rng_state`'s states; they are CPU ByteTensors whatever the checkpoint was loaded with."""
-    device = sampler.generator.device
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"].cpu())
-    sampler.generator.set_state(state["sampler"].cpu())
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
-
-
-def check_resume_device(state: dict[str, Any], device: torch.device, last: Path) -> None:
-    """Fail before training if `last` was written on another kind of device: its sampler state cannot continue
-    on this one (a CUDA generator's state is 16 bytes, a CPU one's 5056)."""
-    now = device.type
-    then = state["rng"]["device"]
-    if then != now:
-        raise UserError(
-            f"cannot resume {last}: it was written by a run on {then} and this one is on {now}; its random "
-            f"states continue only on the same kind of device (set device={then})"
-        )
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, REQUEUE_SIGNAL)

@@ -70,7 +70,7 @@ def cpu_sampler(seed: int = 0):
 
 
 def test_rng_state_round_trips_and_leaves_cuda_alone_on_a_cpu_run(monkeypatch):
-    from fewshot_exp.train import rng_state, set_rng_state
+    from fewshot_exp.resume import rng_state, set_rng_state
 
     def no_cuda(*args):
         raise AssertionError("a CPU run touched CUDA's random state")
@@ -88,7 +88,7 @@ def test_rng_state_round_trips_and_leaves_cuda_alone_on_a_cpu_run(monkeypatch):
 
 
 def test_resuming_a_checkpoint_of_another_device_kind_is_a_user_error(tmp_path):
-    from fewshot_exp.train import check_resume_device, rng_state
+    from fewshot_exp.resume import check_resume_device, rng_state
 
     state = {"rng": rng_state(cpu_sampler())}
     check_resume_device(state, torch.device("cpu"), tmp_path / "last.pt")  # same kind: fine

@@ -101,7 +101,7 @@ def test_folder_split_files_can_be_set_on_the_command_line(overrides):
 def test_a_checkpoint_from_before_a_key_existed_resumes_while_that_key_is_at_its_default():
     """Resume compares configs key by key; a key the saved config lacks (one a newer schema has, here
     encoder.downsample) differs only if this run sets it away from the schema's default."""
-    from fewshot_exp.run import config_differences
+    from fewshot_exp.resume import config_differences
 
     cfg = make()
     older = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

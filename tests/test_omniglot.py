@@ -11,8 +11,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from fewshot_exp.data.omniglot import Background, OmniglotConfig, load_lake_runs, load_omniglot
+from fewshot_exp.data.omniglot import Background, OmniglotConfig, load_omniglot
 from fewshot_exp.errors import UserError
+from fewshot_exp.lake_runs import lake_runs_error, load_lake_runs
 
 DATA = Path(os.environ.get("FEWSHOT_OMNIGLOT_DIR", Path(__file__).resolve().parents[2] / "shared/data/omniglot"))
 SMALL1 = ("Balinese", "Early_Aramaic", "Greek", "Korean", "Latin")
@@ -201,7 +202,6 @@ def test_lake_runs_take_the_model_s_channels(data):
     from fewshot_exp.algorithms.protonet import ProtoNet
     from fewshot_exp.distances import Distance
     from fewshot_exp.encoders import Conv4
-    from fewshot_exp.evaluate import lake_runs_error
 
     runs = load_lake_runs(data / "one_shot_runs", 28)[:2]
     torch.manual_seed(0)

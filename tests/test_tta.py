@@ -11,11 +11,11 @@ from fewshot_exp.algorithms.protonet import ProtoNet
 from fewshot_exp.build import tta_views
 from fewshot_exp.data.augment import Augment, AugmentConfig
 from fewshot_exp.data.episodes import EpisodeSampler
-from fewshot_exp.data.omniglot import LakeRun
 from fewshot_exp.distances import Distance
 from fewshot_exp.encoders import Conv4
 from fewshot_exp.errors import UserError
-from fewshot_exp.evaluate import evaluate, lake_runs_error
+from fewshot_exp.evaluate import evaluate
+from fewshot_exp.lake_runs import LakeRun, lake_runs_error
 from fewshot_exp.tta import Views
 
 CHARACTER = {"enabled": False, "rotate": 10.0, "shear": 10.0, "translate": 0.1, "elastic": 0.03, "thickness": 0.5}

@@ -1,4 +1,4 @@
-"""Omniglot (Lake et al. 2015): background/evaluation alphabets, and the official one-shot runs.
+"""Omniglot (Lake et al. 2015): background and evaluation alphabets (the official one-shot runs: `lake_runs.py`).
 
 `dataset.root` holds the official files, each as a zip or as the folder it unzips to (a zip wins
 when both are there), either directly in root or in `root/omniglot-py/` where
@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
@@ -68,16 +67,6 @@ BACKGROUND_FILES = {
 EVALUATION_FILE = "images_evaluation"
 TORCHVISION_FOLDER = "omniglot-py"  # where torchvision.datasets.Omniglot downloads to, inside root
 DOWNLOAD_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
-
-
-@dataclass
-class LakeRun:
-    """One official 20-way one-shot run: query i's class is support image `query_labels[i]`."""
-
-    name: str
-    support: torch.Tensor  # [20, 1, H, W] uint8, class01..class20
-    query: torch.Tensor  # [20, 1, H, W] uint8, item01..item20
-    query_labels: torch.Tensor  # [20] int64, index into support
 
 
 @dataset("omniglot", OmniglotConfig)
@@ -127,43 +116,6 @@ def load_omniglot(cfg) -> Splits:
 
     train, val = background_splits(alphabets, cfg.val_alphabets, cfg.rotation_classes)
     return Splits(train, val, to_imageset(test))
-
-
-def load_lake_runs(path: str | os.PathLike, image_size: int) -> list[LakeRun]:
-    """The official one-shot runs in `path/runNN/` (training/classNN.png, test/itemNN.png, class_labels.txt)."""
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise UserError(
-            f"Omniglot one-shot runs folder {path} does not exist: point it at the folder holding run01, ..."
-        )
-    runs = sorted(d for d in path.iterdir() if d.is_dir() and re.fullmatch(r"run\d+", d.name))
-    if not runs:
-        raise UserError(f"no one-shot runs (run01/, run02/, ...) in {path}: point it at the folder holding them")
-    return [_read_run(d, image_size) for d in runs]
-
-
-def _read_run(run: Path, image_size: int) -> LakeRun:
-    support = sorted((run / "training").glob("*.png"))
-    query = sorted((run / "test").glob("*.png"))
-    labels_file = run / "class_labels.txt"
-    if not support or not query or not labels_file.is_file():
-        raise UserError(f"one-shot run {run} needs training/*.png, test/*.png and class_labels.txt")
-    class_of = {}  # query file name -> support file name
-    for line in labels_file.read_text().splitlines():
-        if line.strip():
-            item, cls = line.split()
-            class_of[PurePosixPath(item).name] = PurePosixPath(cls).name
-    index = {f.name: i for i, f in enumerate(support)}
-    try:
-        labels = torch.tensor([index[class_of[f.name]] for f in query], dtype=torch.long)
-    except KeyError as e:
-        raise UserError(f"{labels_file} has no valid class for {e.args[0]}: the run is incomplete") from None
-    return LakeRun(
-        run.name,
-        _decode(((str(f), f.read_bytes()) for f in support), image_size),
-        _decode(((str(f), f.read_bytes()) for f in query), image_size),
-        labels,
-    )
 
 
 def _root(root: str | None, download: bool) -> Path:
@@ -225,7 +177,7 @@ def _read_alphabets(source: Path, image_size: int) -> dict[str, Alphabet]:
     alphabets: dict[str, Alphabet] = {}
     for (alphabet, character), blobs in sorted(files.items()):
         blobs.sort()
-        alphabets.setdefault(alphabet, []).append((character, _decode(blobs, image_size)))
+        alphabets.setdefault(alphabet, []).append((character, decode(blobs, image_size)))
     return alphabets
 
 
@@ -250,7 +202,7 @@ def _png_members(source: Path) -> Iterable[tuple[str, Callable[[], bytes]]]:
                 yield info.filename, lambda info=info: zf.read(info)
 
 
-def _decode(blobs: Iterable[tuple[str, bytes]], image_size: int) -> torch.Tensor:
+def decode(blobs: Iterable[tuple[str, bytes]], image_size: int) -> torch.Tensor:
     """[n, 1, S, S] uint8 of PNGs (black strokes on white) inverted to bright strokes and box-filtered to S."""
     out = []
     for name, data in blobs:
