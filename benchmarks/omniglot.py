@@ -133,9 +133,10 @@ def shown(value: Any) -> str:
 
 
 def differences(run_dir: Path, preset_dir: Path) -> str:
-    """The settings of `run_dir` that differ from the preset's run's, as overrides."""
+    """The settings of `run_dir` that differ from the preset's run's, as overrides; a key that the run's version of
+    the tool did not have yet is left out (it had none of what the key switches on)."""
     run, preset = settings(run_dir), settings(preset_dir)
-    changed = [f"`{k}={shown(run.get(k))}`" for k in sorted(run.keys() | preset.keys()) if run.get(k) != preset.get(k)]
+    changed = [f"`{k}={shown(v)}`" for k, v in sorted(run.items()) if k not in preset or v != preset[k]]
     return " ".join(changed) or "none: the preset's settings"
 
 
