@@ -1,6 +1,6 @@
 """The top-level config's schema, the options of the groups that have no plugin module (optimizer, scheduler,
-logger), and the checks that span groups. Algorithms, datasets, encoders and distances register their own
-schemas where they are defined (fewshot_exp/plugins.py).
+logger, episode), and the checks that span groups. Algorithms, datasets, encoders and distances register their
+own schemas where they are defined (fewshot_exp/plugins.py).
 
 Types and enum choices are checked by OmegaConf when the config is composed (so
 `episode.k_shot=abc` or `device=gpu` fails before any work); ranges and cross-field rules are
