@@ -4,8 +4,10 @@ An algorithm module holds its class and its config dataclass, decorated with `re
 That stores the dataclass in Hydra's ConfigStore twice: as the option `algorithm=<name>` itself, so the option
 needs no YAML (its defaults are the dataclass's), and as the schema `base_<name>`, for a YAML preset that changes
 some of them (`conf/algorithm/fomaml.yaml` lists `base_maml`); a preset takes a name of its own (Hydra would take
-a YAML named like a stored option for that option's schema, a deprecated behaviour). A distance registers with
-`fewshot_exp.distances.similarity`, which stores an option of the group's shared schema (`register_option`).
+a YAML named like a stored option for that option's schema, a deprecated behaviour). An encoder's dataclass
+registers the same way (`register("encoder", "<name>")`); a dataset registers with `fewshot_exp.data.dataset`,
+which also records its loader; a distance with `fewshot_exp.distances.similarity`, which stores an option of the
+group's shared schema (`register_option`).
 
 `load()` imports the built-in plugin modules (`MODULES`, and every module of `PACKAGES`) and the user's own
 modules named in the `FEWSHOT_EXP_PLUGINS` environment variable (comma-separated, importable from

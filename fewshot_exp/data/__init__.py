@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from omegaconf import MISSING
 
+from fewshot_exp import plugins
 from fewshot_exp.data.augment import AugmentConfig
 from fewshot_exp.data.imageset import ImageSet, Splits
 from fewshot_exp.errors import UserError
@@ -55,7 +56,9 @@ def dataset(name: str, schema: type, *, test_only: bool = False, source: str | N
 
 
 def load_dataset(cfg: Any) -> Splits:
-    """The splits of the `dataset` node `cfg`."""
+    """The splits of the `dataset` node `cfg` (the built-in datasets registered first, for a caller outside the
+    CLI)."""
+    plugins.load()
     if cfg.name in TEST_SETS:
         raise UserError(
             f"dataset={cfg.name} is a cross-domain test set with no training classes: train on another dataset "

@@ -25,6 +25,7 @@ from fewshot_exp.errors import UserError
 
 def dataset_node(name: str, root: str | None, image_size: int) -> Any:
     """The `dataset` node of the option `dataset=<name>` (its schema's defaults) with the given root and size."""
+    plugins.load()
     schemas = plugins.SCHEMAS.get("dataset", {})
     if name not in schemas:
         raise UserError(f"eval.dataset={name} is not one of {', '.join(schemas)}")
