@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from fewshot_exp import plugins
-from fewshot_exp.config import Config, register_configs
+from fewshot_exp.config import Config, flat, register_configs
 
 TOY_MODULE = """
 from dataclasses import dataclass
@@ -106,26 +106,7 @@ def test_a_plugin_module_that_cannot_be_imported_is_one_line(glyphs_root, tmp_pa
     )
 
 
-def yaml_values(node: object, prefix: str = "") -> dict[str, object]:
-    """Dotted key -> value of a YAML mapping (the defaults list and Hydra's own settings left out)."""
-    if not isinstance(node, dict):
-        return {prefix[:-1]: node}
-    found: dict[str, object] = {}
-    for key, value in node.items():
-        if key not in ("defaults", "hydra"):
-            found |= yaml_values(value, f"{prefix}{key}.")
-    return found
-
-
 MISSING_KEY = object()
-
-
-def lookup(container: dict, key: str) -> object:
-    for part in key.split("."):
-        if not isinstance(container, dict) or part not in container:
-            return MISSING_KEY
-        container = container[part]
-    return container
 
 
 def without_the_yaml(path: Path, text: dict) -> dict:
@@ -155,9 +136,9 @@ def test_no_yaml_repeats_a_default():
     repeated = []
     for path in sorted(p for p in conf.rglob("*.yaml") if "hydra" not in p.relative_to(conf).parts):
         text = yaml.safe_load(path.read_text()) or {}
-        before = without_the_yaml(path, text)
-        for key, value in yaml_values(text).items():
-            if lookup(before, key) == value:
+        before = flat(without_the_yaml(path, text), skip=frozenset())
+        for key, value in flat(text, skip=frozenset({"defaults", "hydra"})).items():
+            if before.get(key, MISSING_KEY) == value:
                 repeated.append(f"{path.relative_to(conf)}: {key}: {value}")
     assert not repeated, repeated
 
