@@ -16,6 +16,7 @@ modules named in the `FEWSHOT_EXP_PLUGINS` environment variable (comma-separated
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pkgutil
@@ -72,15 +73,22 @@ def user_modules() -> list[str]:
 FAILED: dict[str, str] = {}
 
 
-def load() -> None:
-    """Import the built-in plugin modules and the user's (`FEWSHOT_EXP_PLUGINS`). This runs when the CLI module is
-    imported (sweep workers included), before any error can be shown as one line, so a user module that fails to
-    import is recorded in `FAILED` for `check_loaded`."""
+@functools.cache
+def load_builtin() -> None:
+    """Import the built-in plugin modules (once per process: the package's folders are listed only then)."""
     for module in MODULES:
         importlib.import_module(module)
     for package in PACKAGES:
         for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
             importlib.import_module(f"{package}.{module.name}")
+
+
+def load() -> None:
+    """Import the built-in plugin modules and the user's (`FEWSHOT_EXP_PLUGINS`, read at each call, so a process
+    forked with another environment finds its own). This runs when the CLI module is imported (sweep workers
+    included), before any error can be shown as one line, so a user module that fails to import is recorded in
+    `FAILED` for `check_loaded`."""
+    load_builtin()
     for name in user_modules():
         try:
             importlib.import_module(name)
