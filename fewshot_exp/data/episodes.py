@@ -10,6 +10,7 @@ the same generator) and normalise them (`fewshot_exp/data/augment.py`).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,7 +83,7 @@ def alphabet_of_class(split: ImageSet, n_way: int) -> torch.Tensor:
         raise UserError(
             "train.episode.within_alphabet needs classes named alphabet/character (dataset=glyphs or omniglot)"
         )
-    sizes = {a: names.count(a) for a in dict.fromkeys(names)}
+    sizes = Counter(names)
     kept = {a: i for i, a in enumerate(a for a, size in sizes.items() if size >= n_way)}
     if not kept:
         raise UserError(
