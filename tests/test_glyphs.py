@@ -85,6 +85,14 @@ def test_deterministic_across_cache_dirs(small, tmp_path):
         assert torch.equal(a.images, b.images) and a.class_names == b.class_names
 
 
+def test_the_images_do_not_depend_on_the_number_of_rendering_processes(small, tmp_path, monkeypatch):
+    cfg, splits = small  # rendered by one process per core
+    monkeypatch.setattr(glyphs, "_workers", lambda: 3)
+    again = glyphs.load_glyphs(small_cfg(tmp_path))
+    for a, b in zip(all_splits(splits).values(), all_splits(again).values()):
+        assert torch.equal(a.images, b.images) and a.class_names == b.class_names
+
+
 def test_settings_change_the_data(small, tmp_path):
     cfg, splits = small
     other = glyphs.load_glyphs(small_cfg(tmp_path, generator_seed=1))

@@ -45,7 +45,9 @@ import functools
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
+import signal
 import string
 import unicodedata
 from dataclasses import dataclass
@@ -136,11 +138,13 @@ def _group(ch: str) -> str | None:
     return name.replace(" ", "_").replace("-", "_")
 
 
-def render(ch: str, font: str, size: int, rng: np.random.Generator | None = None) -> np.ndarray:
-    """One [size, size] uint8 rendering of `ch` in `font`; jittered (stroke and affine) when `rng` is given."""
+@functools.lru_cache(maxsize=64)  # a character's renderings come one after another: its fonts x thicknesses
+def _drawn(ch: str, font: str, size: int, thickness: int) -> tuple[Image.Image, tuple[int, int, int, int]] | None:
+    """`ch` drawn in `font` on a canvas of side 2 x size x SUPERSAMPLE, centred on its middle, cropped to its ink
+    plus a blank pixel border, and thinned (thickness < 0) or bolded (> 0): (glyph image, its box on the canvas),
+    or None for a blank glyph."""
     side = size * SUPERSAMPLE
     em = round(EM_FRACTION * side)
-    thickness = int(rng.integers(-1, 3)) if rng is not None else 0  # -1 thinner, 0 as designed, >0 bolder
     canvas = Image.new("L", (2 * side, 2 * side))
     stroke = round(thickness * em / 80) if thickness > 0 else 0
     ImageDraw.Draw(canvas).text(
@@ -148,12 +152,23 @@ def render(ch: str, font: str, size: int, rng: np.random.Generator | None = None
     )
     box = canvas.getbbox()
     if box is None:
-        return np.zeros((size, size), np.uint8)
+        return None
     box = (box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1)  # keep a blank border for the filter below
     glyph = canvas.crop(box)
     if thickness < 0:  # thin the strokes, unless that would erase most of a hairline glyph
         thinned = glyph.filter(ImageFilter.MinFilter(3))
         glyph = thinned if np.asarray(thinned).sum() >= 0.5 * np.asarray(glyph).sum() else glyph
+    return glyph, box
+
+
+def render(ch: str, font: str, size: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """One [size, size] uint8 rendering of `ch` in `font`; jittered (stroke and affine) when `rng` is given."""
+    side = size * SUPERSAMPLE
+    thickness = int(rng.integers(-1, 3)) if rng is not None else 0  # -1 thinner, 0 as designed, >0 bolder
+    drawn = _drawn(ch, font, size, thickness)
+    if drawn is None:
+        return np.zeros((size, size), np.uint8)
+    glyph, box = drawn
     corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]], float).T - side
     if rng is None:
         matrix, shift = np.eye(2), np.zeros(2)
@@ -241,23 +256,50 @@ def _digest(settings: dict[str, int]) -> bytes:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).digest()
 
 
+def _renderings(job: tuple[int, int, tuple[str, ...], int, int]) -> np.ndarray:
+    """The [count, size, size] renderings of one character: (dataset seed, code point, fonts, size, count)."""
+    seed, cp, fonts, size, count = job
+    rng = np.random.default_rng([seed, cp])
+    order = rng.permutation(len(fonts))
+    return np.stack([render(chr(cp), fonts[order[i % len(fonts)]], size, rng) for i in range(count)])
+
+
+def _quiet_worker() -> None:
+    """A rendering process leaves Ctrl-C and SIGTERM to its parent, which reports them and ends the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _workers() -> int:
+    """Rendering processes: the cores this process may run on, where processes can be forked."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def generate(settings: dict[str, int]) -> dict[str, Any]:
-    """Render the whole dataset: {"settings", "alphabets", "characters", "images" [n, renderings, 1, H, W]}."""
+    """Render the whole dataset: {"settings", "alphabets", "characters", "images" [n, renderings, 1, H, W]}.
+
+    Characters are rendered in parallel by forked processes (one per core), each from its own seed, so the
+    images do not depend on the number of processes."""
     seed = int.from_bytes(_digest(settings)[:8], "little")
     size, count = settings["image_size"], settings["renderings"]
-    alphabets, characters, images = [], [], []
     todo = [(alphabet, cp, fonts) for alphabet, chars in inventory().items() for cp, fonts in chars]
     check_images_fit(len(todo) * count, 1, size, f"dataset.image_size={size}")
-    for alphabet, cp, fonts in progress(todo, unit="char", desc=f"rendering glyphs ({count} per character)"):
-        rng = np.random.default_rng([seed, cp])
-        order = rng.permutation(len(fonts))
-        images.append(np.stack([render(chr(cp), fonts[order[i % len(fonts)]], size, rng) for i in range(count)]))
-        alphabets.append(alphabet)
-        characters.append(f"U+{cp:04X} {unicodedata.name(chr(cp), '')}".rstrip())
+    jobs = [(seed, cp, fonts, size, count) for _, cp, fonts in todo]
+    bar = {"total": len(jobs), "unit": "char", "desc": f"rendering glyphs ({count} per character)"}
+    workers = min(_workers(), len(jobs))
+    with contextlib.ExitStack() as stack:
+        if workers > 1:  # the children only render (PIL and numpy), so forking this process is safe
+            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers, _quiet_worker))
+            rendered = pool.imap(_renderings, jobs, chunksize=8)
+        else:
+            rendered = map(_renderings, jobs)
+        images = list(progress(rendered, **bar))
     return {
         "settings": settings,
-        "alphabets": alphabets,
-        "characters": characters,
+        "alphabets": [alphabet for alphabet, _, _ in todo],
+        "characters": [f"U+{cp:04X} {unicodedata.name(chr(cp), '')}".rstrip() for _, cp, _ in todo],
         "images": torch.from_numpy(np.stack(images)).unsqueeze(2),
     }
 
