@@ -28,8 +28,12 @@ from pathlib import Path
 
 
 def preload() -> None:
-    """What a CLI run imports before it does any work (and what the optimizer's first step imports)."""
+    """What a CLI run imports before it does any work (and what the optimizer's first step imports), and what it
+    imports on the way: pandas (the per-episode table) and pyplot (the plots). Not W&B: a run forked from a
+    process that imported wandb loses its summary and part of its history."""
     import hydra  # noqa: F401
+    import matplotlib.pyplot  # noqa: F401
+    import pandas  # noqa: F401
     import torch._dynamo  # noqa: F401  (imported by torch.optim's first step)
     import torchvision  # noqa: F401
     from hydra.core.global_hydra import GlobalHydra
@@ -55,6 +59,7 @@ def child(request: dict, channels: tuple) -> BaseException | None:
         os.close(target)
     sys.argv = ["-c" if request["code"] is not None else "fewshot_exp", *request["args"]]  # runpy sets argv[0]
     sys.path[0] = request["cwd"]  # as `python -m` and `python -c` have it (the server's is tests/)
+    sys.path[1:1] = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]  # as startup puts it
     try:
         if request["code"] is not None:
             exec(compile(request["code"], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})

@@ -10,10 +10,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from conftest import REPO, random_imageset
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
 from fewshot_exp import plugins
 from fewshot_exp.build import build_algorithm
@@ -25,14 +28,21 @@ register_configs()
 ALGORITHMS = plugins.options("algorithm")
 
 
-def make(name: str, *overrides: str):
+@functools.cache
+def composed(name: str, *overrides: str) -> DictConfig:
+    """The config of `algorithm=<name>` with a small encoder, composed once per test process (read-only)."""
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "fewshot_exp" / "conf"), version_base="1.3"):
         cfg = compose(
             "config", overrides=[f"algorithm={name}", "encoder.hidden=16", "encoder.out_channels=16", *overrides]
         )
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def make(name: str, *overrides: str):
     torch.manual_seed(0)
-    return build_algorithm(cfg, in_channels=1, device=torch.device("cpu")).double()
+    return build_algorithm(composed(name, *overrides), in_channels=1, device=torch.device("cpu")).double()
 
 
 def episode(tasks=3, n=4, k=2, q=3, seed=0) -> Episode:
@@ -149,7 +159,11 @@ def amp_update(name: str, amp: bool) -> tuple[float, torch.Tensor, set[torch.dty
     return float(loss.detach()), after - before, conv_dtypes
 
 
-@pytest.mark.parametrize("name", ALGORITHMS)
+# ProtoMAML and Reptile take MAML's and FOMAML's inner loop with more steps: make test-full runs them
+AMP_CASES = [pytest.param(a, marks=[pytest.mark.slow] if a in ("protomaml", "reptile") else []) for a in ALGORITHMS]
+
+
+@pytest.mark.parametrize("name", AMP_CASES)
 def test_bf16_autocast_runs_the_convs_in_bf16_and_keeps_the_update(name):
     """`train.amp=true` on CPU: the encoder's convolutions run in bf16, the parameters stay float32 and the step
     moves them in nearly the same direction as the float32 step (cosine > 0.94), by about as much (norm ratio within

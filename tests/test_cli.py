@@ -15,7 +15,7 @@ TINY = ["train.episodes=30", "train.val_every=15", "train.log_every=10", "train.
 @pytest.fixture(scope="module")
 def default_run(glyphs_root, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("run") / "default"
-    proc = run_cli(*TINY, f"dataset.root={glyphs_root}", f"hydra.run.dir={run_dir}", fresh=True)  # as a user starts it
+    proc = run_cli(*TINY, f"dataset.root={glyphs_root}", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test accuracy:" in proc.stdout and "95% CI over 50 episodes" in proc.stdout
     return run_dir
@@ -60,8 +60,8 @@ def test_wandb_offline_run_has_the_metrics(default_run):
 
 @pytest.mark.slow
 def test_a_forked_run_ends_where_a_new_interpreter_does(default_run, glyphs_root, tmp_path):
-    """The other CLI tests run forks of tests/forkserver.py: the same command gives the same numbers there."""
-    proc = run_cli(*TINY, f"dataset.root={glyphs_root}", f"hydra.run.dir={tmp_path}")
+    """The other CLI tests run forks of tests/forkserver.py: a new interpreter gives the same numbers."""
+    proc = run_cli(*TINY, f"dataset.root={glyphs_root}", f"hydra.run.dir={tmp_path}", fresh=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("results.json", "metrics.jsonl"):
         assert (tmp_path / name).read_text() == (default_run / name).read_text(), name
@@ -124,18 +124,19 @@ def test_bad_input_is_one_line_error(overrides, message, glyphs_root, tmp_path):
 # The README's headline commands on the default data, with only the training budget shortened.
 @pytest.mark.parametrize(
     "overrides",
-    [["algorithm=protomaml", "episode.k_shot=8"], ["episode.k_shot=32"]],
+    [["algorithm=protomaml", "episode.k_shot=8"], pytest.param(["episode.k_shot=32"], marks=pytest.mark.slow)],
     ids=["protomaml-8-shot", "32-shot"],
 )
 def test_headline_commands_run_on_the_default_data(overrides, glyphs_root, tmp_path):
-    short = ["train.episodes=4", "train.val_every=2", "train.log_every=2", "train.val_episodes=2", "eval.episodes=10"]
+    short = ["train.episodes=2", "train.val_every=2", "train.log_every=2", "train.val_episodes=1", "eval.episodes=2"]
     proc = run_cli(*overrides, *short, f"dataset.root={glyphs_root}", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["test/k_shot"] == int(overrides[-1].split("=")[1]) and results["test/episodes"] == 10
+    assert results["test/k_shot"] == int(overrides[-1].split("=")[1]) and results["test/episodes"] == 2
     assert set(results["provenance"]) == {"fewshot_exp", "git_commit", "torch", "device", "dataset_hash"}
 
 
+@pytest.mark.slow  # tests/test_shot_curve.py runs a curve from a checkpoint in the fast suite
 def test_a_shot_curve_up_to_32_shots_from_one_checkpoint(default_run, tmp_path):
     proc = run_cli(
         "eval_only=true", f"checkpoint={default_run}", "eval.k_shots=[1,2,4,8,16,32]", "eval.episodes=10",

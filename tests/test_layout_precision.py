@@ -53,7 +53,7 @@ def relative_error(g: torch.Tensor, reference: torch.Tensor) -> float:
 SEEDS = range(6)
 
 
-@pytest.mark.parametrize("steps", [1, 5])
+@pytest.mark.parametrize("steps", [1, pytest.param(5, marks=pytest.mark.slow)])  # 5 steps: make test-full
 def test_the_default_layout_is_as_precise_as_nchw_in_float32(steps):
     assert Conv4().channels_last  # the default, as in the option encoder=conv4 (Conv4Config)
     nchw, default = [], []

@@ -92,13 +92,13 @@ def test_a_users_algorithm_and_dataset_and_their_presets_run_without_touching_th
     assert saved.dataset.name == "blobs" and saved.dataset.per_class == 20 and saved.dataset.image_size == 28
     assert json.loads((run / "results.json").read_text())["test/acc"] > 0.5  # the squares tell the classes apart
     # the registered options themselves need no YAML, and their keys are checked like a built-in's
-    typo = run_cli("algorithm=scaled_protonet", "dataset=blobs", "algorithm.scal=3", *common, env=env, fresh=True)
+    typo = run_cli("algorithm=scaled_protonet", "dataset=blobs", "algorithm.scal=3", *common, env=env)  # a fork
     assert typo.returncode != 0 and "Traceback" not in typo.stderr
     assert "did you mean algorithm.scale?" in typo.stderr
 
 
 def test_a_plugin_module_that_cannot_be_imported_is_one_line(glyphs_root, tmp_path):
-    proc = run_cli("logger=none", f"hydra.run.dir={tmp_path}", env={plugins.ENV: "no_such_module"}, fresh=True)
+    proc = run_cli("logger=none", f"hydra.run.dir={tmp_path}", env={plugins.ENV: "no_such_module"})
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert (

@@ -105,6 +105,7 @@ def test_killed_and_resumed_run_ends_bit_exact(glyphs_root, tmp_path):
     assert rows == ref_rows
 
 
+@pytest.mark.slow  # the bad-input catalogue refuses the same three in the fast suite (one process each)
 def test_resume_refuses_a_changed_config_and_fresh_runs_refuse_to_overwrite(glyphs_root, tmp_path):
     data = f"dataset.root={glyphs_root}"
     assert run(tmp_path, "", data, "train.episodes=10", "train.checkpoint_every=10").returncode == 0
