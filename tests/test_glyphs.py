@@ -13,7 +13,7 @@ from fewshot_exp.data.glyphs import GlyphsConfig
 from fewshot_exp.data.imageset import Splits
 from fewshot_exp.errors import UserError
 
-SMALL = {"image_size": 16, "renderings": 4}
+SMALL = {"image_size": 16, "renderings": 2}
 
 
 def small_cfg(root, **changes) -> GlyphsConfig:
