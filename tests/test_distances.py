@@ -1,3 +1,6 @@
+"""Distances, class means and ProtoNet's logits against per-pair loops and hand-made cases (float64; embeddings,
+no image layout)."""
+
 import pytest
 import torch
 
@@ -42,16 +45,16 @@ def test_learned_temperature_gets_gradient():
 
 
 def test_class_means_are_means():
-    z = torch.arange(12.0).view(1, 6, 2)
+    z = torch.arange(12.0, dtype=torch.float64).view(1, 6, 2)
     y = torch.tensor([[1, 0, 1, 0, 2, 2]])
-    expected = torch.tensor([[[4.0, 5.0], [2.0, 3.0], [9.0, 10.0]]])  # rows 1,3 / 0,2 / 4,5
+    expected = torch.tensor([[[4.0, 5.0], [2.0, 3.0], [9.0, 10.0]]], dtype=torch.float64)  # rows 1,3 / 0,2 / 4,5
     torch.testing.assert_close(class_means(z, y, 3), expected)
 
 
 def test_protonet_logits_on_hand_made_case():
     """Identity encoder on 2-d points: prototypes (0,0) and (4,0); query (1,0) is 1 and 9 away."""
-    support = torch.tensor([[[-1.0, 0.0], [1.0, 0.0], [4.0, 1.0], [4.0, -1.0]]])
-    query = torch.tensor([[[1.0, 0.0], [3.0, 0.0]]])
+    support = torch.tensor([[[-1.0, 0.0], [1.0, 0.0], [4.0, 1.0], [4.0, -1.0]]], dtype=torch.float64)
+    query = torch.tensor([[[1.0, 0.0], [3.0, 0.0]]], dtype=torch.float64)
     ep = Episode(
         support.view(1, 4, 2, 1, 1),
         torch.tensor([[0, 0, 1, 1]]),
@@ -59,8 +62,8 @@ def test_protonet_logits_on_hand_made_case():
         torch.tensor([[0, 1]]),
         n_way=2,
     )
-    model = ProtoNet(torch.nn.Flatten(), Distance("l2"))
+    model = ProtoNet(torch.nn.Flatten(), Distance("l2")).double()
     logits = model(ep)
-    torch.testing.assert_close(logits, torch.tensor([[[-1.0, -9.0], [-9.0, -1.0]]]))
+    torch.testing.assert_close(logits, torch.tensor([[[-1.0, -9.0], [-9.0, -1.0]]], dtype=torch.float64))
     loss = model.loss(logits, ep)
-    torch.testing.assert_close(loss, -torch.log_softmax(torch.tensor([-1.0, -9.0]), 0)[0])
+    torch.testing.assert_close(loss, -torch.log_softmax(torch.tensor([-1.0, -9.0], dtype=torch.float64), 0)[0])

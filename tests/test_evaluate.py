@@ -1,3 +1,6 @@
+"""evaluate(): the confidence interval against the statistics module and batched evaluation against one episode at
+a time (float64, NCHW); the tests that compare evaluate() with itself run the default float32 channels_last Conv-4."""
+
 import math
 import statistics
 
@@ -12,10 +15,10 @@ from fewshot_exp.evaluate import episodes_fingerprint, evaluate, mean_ci95
 
 
 def test_ci95_formula():
-    values = torch.tensor([0.2, 0.4, 0.9, 0.6, 0.5, 0.8])
+    values = torch.tensor([0.2, 0.4, 0.9, 0.6, 0.5, 0.8], dtype=torch.float64)
     mean, ci = mean_ci95(values)
-    assert math.isclose(mean, statistics.fmean(values.tolist()), rel_tol=1e-6)
-    assert math.isclose(ci, 1.96 * statistics.stdev(values.tolist()) / math.sqrt(6), rel_tol=1e-6)
+    assert math.isclose(mean, statistics.fmean(values.tolist()), rel_tol=1e-12)
+    assert math.isclose(ci, 1.96 * statistics.stdev(values.tolist()) / math.sqrt(6), rel_tol=1e-12)
 
 
 def test_ci95_of_constant_is_zero_and_single_value_is_undefined():
@@ -24,14 +27,16 @@ def test_ci95_of_constant_is_zero_and_single_value_is_undefined():
 
 
 def test_batched_evaluation_equals_one_episode_at_a_time():
-    """Many episodes per forward (eval-mode BN) give each episode the accuracy it gets alone."""
+    """Many episodes per forward (eval-mode BN) give each episode the accuracy it gets alone (float64 images, from
+    the sampler's `normalize`, and an NCHW Conv-4)."""
     split = random_imageset(10, 8, size=16)
     torch.manual_seed(0)
-    model = ProtoNet(Conv4(1, 8, 8), Distance("l2"))
-    model(EpisodeSampler(split, 5, 2, 3, 4, torch.Generator().manual_seed(9)).sample())  # move BN stats off init
+    model = ProtoNet(Conv4(1, 8, 8, channels_last=False), Distance("l2")).double()
+    warm_up = EpisodeSampler(split, 5, 2, 3, 4, torch.Generator().manual_seed(9), normalize=torch.Tensor.double)
+    model(warm_up.sample())  # move BN stats off init
 
     def sampler():
-        return EpisodeSampler(split, 5, 2, 3, 1, torch.Generator().manual_seed(1))
+        return EpisodeSampler(split, 5, 2, 3, 1, torch.Generator().manual_seed(1), normalize=torch.Tensor.double)
 
     batched = evaluate(model, sampler(), 12, batch_images=1000)  # 12 tasks in one forward
     one_sampler = sampler()
@@ -49,11 +54,12 @@ def test_batched_evaluation_equals_one_episode_at_a_time():
                     5,
                 )
             )
-            per_task.append((logits.argmax(-1) == episodes.query_y[t : t + 1]).float().mean())
+            per_task.append((logits.argmax(-1) == episodes.query_y[t : t + 1]).double().mean())
     mean, ci = mean_ci95(torch.stack(per_task))
-    assert math.isclose(batched.mean, mean, abs_tol=1e-6) and math.isclose(batched.ci95, ci, abs_tol=1e-6)
+    assert math.isclose(batched.mean, mean, abs_tol=1e-12) and math.isclose(batched.ci95, ci, abs_tol=1e-12)
     assert batched.episodes == 12
-    torch.testing.assert_close(batched.per_episode, torch.stack(per_task).double())
+    assert episodes.support_x.dtype == torch.float64
+    torch.testing.assert_close(batched.per_episode, torch.stack(per_task))
 
 
 def test_episodes_do_not_depend_on_the_batching_and_their_fingerprint_names_them():

@@ -1,4 +1,5 @@
-"""MAML, first-order MAML, ProtoMAML, Meta-SGD and Reptile against independent computations (float64, tiny nets).
+"""MAML, first-order MAML, ProtoMAML, Meta-SGD and Reptile against independent computations (float64; tiny NCHW
+nets, and a channels_last Conv-4 where a test says so).
 
 - the second-order meta-gradient equals central finite differences of the meta-objective, and the
   forward pass and its gradient equal a hand-written inner loop (torch.autograd.grad, create_graph=True);
@@ -284,6 +285,7 @@ def test_batch_norm_uses_batch_statistics_in_train_and_eval_and_keeps_no_buffers
 
 @pytest.mark.parametrize("cls", [MAML, ProtoMAML, Reptile])
 def test_adaptation_changes_no_meta_parameter_or_buffer_and_tasks_are_independent(cls):
+    """The default Conv-4 (channels_last, BN with running buffers) in float64: the path training takes."""
     torch.manual_seed(0)
     algorithm = cls(Conv4(hidden=4, out_channels=4), Distance("l2"), embedding_dim=4).double()
     ep = upsampled(episode(tasks=3))
@@ -332,8 +334,8 @@ def test_channels_last_batch_norm_by_rows_is_batch_norm_to_second_order():
 
 @pytest.mark.parametrize("downsample", ["maxpool", "stride"])
 def test_second_order_meta_gradient_of_a_channels_last_conv4_equals_finite_differences(downsample):
-    """The CPU default: a channels_last Conv-4, tasks looped, batch norm by rows through the double backward;
-    also Finn et al.'s strided Omniglot variant."""
+    """The CPU default in float64: a channels_last Conv-4, tasks looped, batch norm by rows through the double
+    backward; also Finn et al.'s strided Omniglot variant."""
     torch.manual_seed(0)
     algorithm = MAML(
         Conv4(hidden=4, out_channels=4, downsample=downsample),
@@ -364,8 +366,8 @@ def test_second_order_meta_gradient_of_a_channels_last_conv4_equals_finite_diffe
 )
 @pytest.mark.parametrize("downsample", ["maxpool", "stride"])
 def test_vmap_and_loop_give_the_same_logits_and_gradients(cls, first_order, meta_sgd, downsample):
+    """float64, a channels_last Conv-4 with BN: the path where vmap needs the composite batch norm."""
     torch.manual_seed(0)
-    # Conv-4 with BN and channels_last: the path where vmap needs the composite batch norm
     algorithm = cls(
         Conv4(hidden=4, out_channels=4, downsample=downsample),
         Distance("l2"),

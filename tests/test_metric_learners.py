@@ -1,4 +1,5 @@
-"""Matching Networks (+FCE), data hallucination, Relation Network and Siamese network against hand computations."""
+"""Matching Networks (+FCE), data hallucination, Relation Network and Siamese network against hand computations
+(float64, NCHW)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def double_distance(name: str, temperature: float = 1.0) -> Distance:
 
 def small_conv4() -> Conv4:
     torch.manual_seed(0)
-    return Conv4(1, hidden=8, out_channels=8).double()
+    return Conv4(1, hidden=8, out_channels=8, channels_last=False).double()
 
 
 # --------------------------------------------------------------------------------------------- Matching Networks

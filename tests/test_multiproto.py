@@ -1,6 +1,6 @@
 """The multi-prototype classifier (fewshot_exp/algorithms/multiproto.py): prototype init from the support set,
 the fitted model, the penalty's effect on the prototype-to-class weights, the mapping report, and ProtoNet at 0
-steps. (The shared contract is checked in test_algorithm_contract.py.)"""
+steps (float64, NCHW). (The shared contract is checked in test_algorithm_contract.py.)"""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from fewshot_exp.errors import UserError
 
 def model(**kwargs) -> MultiProto:
     torch.manual_seed(0)
-    return MultiProto(Conv4(1, hidden=8, out_channels=8), Distance("l2"), **kwargs).double()
+    return MultiProto(Conv4(1, hidden=8, out_channels=8, channels_last=False), Distance("l2"), **kwargs).double()
 
 
 def episode(tasks=2, n=3, k=4, q=2, seed=0) -> Episode:

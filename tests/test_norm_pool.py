@@ -1,6 +1,7 @@
 """The fused training-mode BN + max-pool + ReLU (fewshot_exp/norm_pool.py) is nn.BatchNorm2d + nn.MaxPool2d + ReLU:
 its gradient against finite differences, its outputs, gradients and running statistics against the modules, and it
-steps aside where the identity it rests on does not hold."""
+steps aside where the identity it rests on does not hold. float64 in NCHW and channels_last (the fused backward
+scatters in each), unless a test says otherwise."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def test_gradient_matches_finite_differences(size, channels_last):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
 def test_equals_the_modules_with_running_statistics(channels_last, dtype, tol):
+    """float64 bounds the rounding tightly; float32, the dtype Conv-4 trains in, at its own precision."""
     torch.manual_seed(0)
     norm, pool = modules(5, dtype)
     reference = copy.deepcopy(norm)
@@ -86,6 +88,7 @@ def test_cumulative_average_and_no_running_statistics(bn):
 
 
 def test_steps_aside_where_the_identity_does_not_hold():
+    """Which calls fuse, in float32 (the dtype Conv-4 trains in); nothing is computed."""
     norm, pool = modules(3, torch.float32)
     x = torch.randn(2, 3, 8, 8)
     assert fusable(norm, pool, x)
@@ -102,6 +105,7 @@ def test_steps_aside_where_the_identity_does_not_hold():
 
 
 def test_conv4_training_with_a_negative_weight_is_the_unfused_network_exactly():
+    """The default Conv-4 (float32, channels_last) as it trains: where the fusion steps aside, bit for bit."""
     torch.manual_seed(0)
     fused = Conv4(3, hidden=8, out_channels=8)
     with torch.no_grad():
@@ -114,6 +118,9 @@ def test_conv4_training_with_a_negative_weight_is_the_unfused_network_exactly():
 
 
 def test_conv4_is_the_unfused_network_up_to_rounding():
+    """The default Conv-4 (float32, channels_last) as it trains. float32 on purpose: there the fused path rounds
+    differently from the modules, which shows that it ran (in float64 the outputs come out bit-identical);
+    test_equals_the_modules_with_running_statistics bounds the float64 rounding."""
     torch.manual_seed(0)
     fused = Conv4(3, hidden=8, out_channels=8)
     plain = copy.deepcopy(fused)

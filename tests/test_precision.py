@@ -1,5 +1,6 @@
 """Float32 islands under bf16 autocast (fewshot_exp/precision.py): the small products after the encoder whose
-terms nearly cancel give float32 results under `train.amp`, where bf16 would swamp them."""
+terms nearly cancel give float32 results under `train.amp`, where bf16 would swamp them. float32 and bf16 on purpose
+(the dtypes under test), against float32 references or, for batch norm of an NCHW map, float64."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Test-time augmentation (`eval.tta`, fewshot_exp/tta.py): views as extra shots, pooled query predictions."""
+"""Test-time augmentation (`eval.tta`, fewshot_exp/tta.py): views as extra shots, pooled query predictions. The
+pooling formula is checked in float64; the evaluations compare evaluate() with itself, in the default float32
+channels_last Conv-4 that eval runs."""
 
 import math
 
@@ -48,7 +50,7 @@ def test_views_are_extra_shots_and_each_query_pools_its_own():
     torch.testing.assert_close(episode.support_x[:, ::4], raw.support_x)  # each image, then its 3 views
     assert not torch.allclose(episode.support_x[:, 1::4], raw.support_x)
     assert torch.equal(episode.support_y, raw.support_y.repeat_interleave(4, dim=1))
-    logits = torch.randn(2, 6 * 4, 3)
+    logits = torch.randn(2, 6 * 4, 3, dtype=torch.float64)
     pooled = tta.pool(logits)
     torch.testing.assert_close(pooled[1, 5], logits[1, 20:24].log_softmax(-1).mean(0))
 
