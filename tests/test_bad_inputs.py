@@ -86,23 +86,25 @@ CATALOGUE = {  # section -> its entries; make test runs the first FAST_PER_SECTI
     ],
     "typos: refused with the nearest valid names, with or without `+`": [
         (["episode.k_shots=5"], "unknown key episode.k_shots; did you mean episode.k_shot?"),
+        (["+train.lrr=0.1"], "unknown key train.lrr; did you mean train.lr?"),
+        (
+            ["algorithm=protonett"],
+            "algorithm=protonett is not an option of algorithm; did you mean protonet? (options: ",
+        ),
         (["episode.kshot=5"], "unknown key episode.kshot; did you mean episode.k_shot?"),
         (["+episode.kshot=5"], "unknown key episode.kshot; did you mean episode.k_shot?"),
-        (["+train.lrr=0.1"], "unknown key train.lrr; did you mean train.lr?"),
         (["algoritm=maml"], "unknown key algoritm; did you mean algorithm?"),
         (
             ["algorithm=maml", "algorithm.inner_stepz=2"],
             "unknown key algorithm.inner_stepz; did you mean algorithm.inner_steps?",
         ),
         (
-            ["algorithm=protonett"],
-            "algorithm=protonett is not an option of algorithm; did you mean protonet? (options: ",
-        ),
-        (
             ["algorithm=nosuchthing"],
             "algorithm=nosuchthing is not an option of algorithm (options: fomaml, hallucination",
         ),
         (["distance=manhattan"], "distance=manhattan is not an option of distance"),
+    ],
+    "choices the algorithm does not read": [
         (["algorithm=maml", "distance=cosine"], "distance=cosine: MAML does not use the distance group, so it would"),
         (["algorithm=relation", "distance.temperature=2"], "distance.temperature=2: RelationNetwork does not use the"),
         (
