@@ -9,11 +9,11 @@ import os
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import forkserver
 import pytest
 from conftest import REPO, cli_env, run_cli
+from test_bad_inputs import digest
 from test_resume import DRIVER
 
 from fewshot_exp import files
@@ -29,24 +29,17 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-def files_of(run_dir: Path) -> dict[str, bytes]:
-    """The run dir's files and their contents, but the lock's own file (which names its last holder)."""
-    return {
-        str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"
-    }
-
-
 def test_a_run_dir_in_use_refuses_a_second_run_and_a_resume_and_is_left_as_it_was(glyphs_root, tmp_path):
     run_dir = tmp_path / "run"
     assert run_cli(*TINY, f"dataset.root={glyphs_root}", f"hydra.run.dir={run_dir}").returncode == 0
-    before = files_of(run_dir)
+    before = digest(run_dir)
     with held(run_dir):  # this process holds it, as a running training does
         for second in ([*TINY, "seed=1"], [*TINY, "resume=true"]):
             proc = run_cli(*second, f"dataset.root={glyphs_root}", f"hydra.run.dir={run_dir}")
             assert proc.returncode == 2
             line = one_error_line(proc.stderr)
             assert line.startswith(f"error: run dir {run_dir} is in use by another run (pid {os.getpid()} on "), line
-            assert files_of(run_dir) == before
+            assert digest(run_dir) == before
 
 
 @pytest.mark.slow  # a real training holds the dir here; the test above holds it from this process
