@@ -13,12 +13,15 @@ from wandb_records import logged_run
 from fewshot_exp.report import main as report_main
 
 TINY = ["train.episodes=20", "train.val_every=10", "train.log_every=10", "train.val_episodes=20", "eval.episodes=50"]
+SMALL = ["encoder.hidden=16", "encoder.out_channels=16"]  # the curve's code paths do not depend on the width
 
 
 @pytest.fixture(scope="module")
 def trained(glyphs_root, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("trained") / "run"
-    proc = run_cli(*TINY, "distance=cosine", "logger=none", f"dataset.root={glyphs_root}", f"hydra.run.dir={run_dir}")
+    proc = run_cli(
+        *TINY, *SMALL, "distance=cosine", "logger=none", f"dataset.root={glyphs_root}", f"hydra.run.dir={run_dir}"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 
