@@ -29,12 +29,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
+from hydra.errors import HydraException  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from fewshot_exp.errors import UserError  # noqa: E402
 from fewshot_exp.run_files import CURVE_EPISODES_FILE, METRICS_FILE, TEST_EPISODES_FILE, TIMING_FILE  # noqa: E402
 
+_OVERRIDES = OverridesParser.create()
 KEYS = ["dataset", "algorithm", "distance", "n_way", "k_shot"]
 RUN_VALUES = {"run_dir", "checkpoint", "seed", "acc", "ci95", "episodes", "lake_error", "val_best", "fingerprint",
               "per_episode", "wall_s", "episodes_per_s", "parameters"}  # fmt: skip
@@ -242,10 +245,19 @@ def baseline_selection(table: pd.DataFrame, keys: list[str], pairs: list[str]) -
     return selection
 
 
+def override_value(text: object) -> object:
+    """A key column's value as Hydra parses it on the command line: a sweep's jobs record `true` as `True` and
+    `1e-3` as `0.001`, and `--baseline key=true` or `key=1e-3` still names them."""
+    try:
+        return _OVERRIDES.parse_override(f"key={text}").value()
+    except HydraException:
+        return str(text)
+
+
 def is_baseline(table: pd.DataFrame, selection: dict[str, str]) -> pd.Series:
     mask = pd.Series(True, index=table.index)
     for key, value in selection.items():
-        mask &= table[key].astype(str) == value
+        mask &= table[key].map(override_value) == override_value(value)
     return mask
 
 

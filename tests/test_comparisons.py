@@ -149,6 +149,25 @@ def test_shot_curves_are_rows_per_configuration_and_shot_paired_by_seed(tmp_path
     )
 
 
+@pytest.mark.parametrize("baseline", ["encoder.channels_last=false", "encoder.channels_last=False"])
+def test_a_baseline_names_swept_values_as_typed_on_the_command_line(tmp_path, baseline):
+    """A sweep's jobs record `key=true,false` as True and False (and 1e-3 as 0.001); --baseline takes either."""
+    for seed in (0, 1):
+        for layout, lr, skill in (("True", "0.001", 0.01), ("False", "0.001", 0.0), ("False", "0.01", -0.02)):
+            run_dir = tmp_path / "runs" / f"{layout}{lr}{seed}"
+            made_up_run(run_dir, "protonet", seed, episode_accuracies(seed, skill + 0.01 * seed))
+            hydra = run_dir / ".hydra" / "hydra.yaml"
+            overrides = str([f"seed={seed}", f"encoder.channels_last={layout}", f"optimizer.lr={lr}"])
+            hydra.write_text(hydra.read_text().replace(str(["algorithm=protonet", f"seed={seed}"]), overrides))
+    table = report(tmp_path, "--baseline", baseline, "--baseline", "optimizer.lr=1e-3").reset_index()
+    vs = {(str(r["encoder.channels_last"]), r["optimizer.lr"]): r.vs_baseline for _, r in table.iterrows()}
+    assert vs == {
+        ("True", 0.001): "paired over 2 seeds",
+        ("False", 0.001): "baseline",
+        ("False", 0.01): "paired over 2 seeds",
+    }
+
+
 @pytest.mark.parametrize(
     "baseline, message",
     [
