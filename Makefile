@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full lint format train bench results docs docs-serve clean device-wheels
+.PHONY: help install test test-full lint format train bench bench-layout results docs docs-serve clean device-wheels
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ bench: ## Benchmarks vs easyfsl/higher (pip install -e ".[bench]"), fusion on/of
 	$(BIN)/python benchmarks/maml_vmap.py --tasks 4 --repeats 2
 	$(BIN)/python -m benchmarks.allocator
 	$(BIN)/python -m benchmarks.wandb_unreachable
+	$(BIN)/python -m benchmarks.docs_page
+
+bench-layout: ## Train ProtoNet, MAML, ProtoMAML and Reptile with channels_last on and off, 3 seeds each (about an hour on 2 CPU cores); ARGS="--episodes N --seeds S"
+	$(BIN)/python -m benchmarks.channels_last $(ARGS)
 	$(BIN)/python -m benchmarks.docs_page
 
 results: ## Train and test the headline experiments and write docs/results.md; ARGS="--omniglot DIR" adds Omniglot

@@ -47,9 +47,9 @@ INTRO = """\
       notebook (evaluation: `easyfsl.utils.evaluate`), or `higher.innerloop_ctx` per task (second-order MAML), on the
       textbook NCHW Conv-4. A peer that does not import is listed as skipped, with the reason.
 - **Fusion on/off** (`benchmarks.fusion`): the Conv-4 training step with batch norm, max-pool and ReLU as one
-  function (`encoder.fuse_norm_pool`, `fewshot_exp/norm_pool.py`) against the modules' own kernels; second-order
-  MAML with the channels_last encoder, batch norm by `[N·H·W, C]` rows and the written-out double backward
-  (`fewshot_exp/task_batch_norm.py`) against an NCHW encoder with plain `F.batch_norm`. On rows, the batch
+  function (`encoder.fuse_norm_pool`, `fewshot_exp/encoders/norm_pool.py`) against the modules' own kernels;
+  second-order MAML with the channels_last encoder, batch norm by `[N·H·W, C]` rows and the written-out double backward
+  (`fewshot_exp/encoders/task_batch_norm.py`) against an NCHW encoder with plain `F.batch_norm`. On rows, the batch
   statistics and the backward's sums are cascade sums, as precise in float32 as the NCHW kernels (PyTorch's row
   kernels sum each channel in sequence, and put 5-step MAML's float32 meta-gradient about ten times further
   from float64 than NCHW does); `tests/test_layout_precision.py` checks it.
@@ -62,6 +62,12 @@ INTRO = """\
 - **An unreachable W&B server** (`benchmarks.wandb_unreachable`): the seconds from creating an online run's
   tracker to its first metric when the server refuses connections, is not routable, or accepts connections and
   never answers, each in a fresh process, beside an offline run.
+
+- **What the layout does to what is learned** (`benchmarks.channels_last`, `make bench-layout`): ProtoNet, MAML
+  with 1 and 5 inner steps, ProtoMAML and Reptile, each trained and tested on the default data with
+  `encoder.channels_last=true` (the default) and `false` on the same seeds. Both layouts of a seed start from the
+  same weights and draw the same episodes, so the only difference is float32 rounding; the report compares them
+  paired over seeds, and beside each pair is its training speed (validation included) as the runs measured it.
 
 `make bench` also runs `benchmarks/maml_vmap.py` (MAML's per-task loop against `torch.func.vmap`), which prints
 its table and writes no JSON, so it has no table here.
@@ -96,6 +102,7 @@ class Section:
     program: str  # what writes the JSON
     device: str | None  # the device of a benchmark that has one only (None: the JSON says)
     table: Callable[[dict[str, Any]], str]  # the report -> its markdown table and notes
+    make_target: str = "make bench"  # what runs the program
 
 
 # ---- cells
@@ -296,12 +303,50 @@ def wandb_table(report: dict[str, Any]) -> str:
     return markdown(lines, ["W&B server", "seconds to the first metric", "the run"], ["left", "right", "left"])
 
 
+# ---- benchmarks.channels_last: per setting, both layouts' accuracy over seeds and their paired difference
+
+
+def accuracy_cell(acc: float, ci95: float | None) -> str:
+    return f"{100 * acc:.2f} ± {100 * ci95:.2f}" if ci95 is not None else f"{100 * acc:.2f}"
+
+
+def layout_table(report: dict[str, Any]) -> str:
+    lines = []
+    for row in report["rows"].values():
+        diff = "" if row["diff"] is None else f"{100 * row['diff']:+.2f} ± {100 * (row['diff_ci95'] or 0):.2f}"
+        p_value = "" if row["p_value"] is None else f"{row['p_value']:.2g}"
+        speed_up = row["on_episodes_per_s"] / row["off_episodes_per_s"]
+        speeds = [f"{row['off_episodes_per_s']:.2f}", f"{row['on_episodes_per_s']:.2f}", f"{speed_up:.2f}×"]
+        accuracies = [accuracy_cell(row["off_acc"], row["off_ci95"]), accuracy_cell(row["on_acc"], row["on_ci95"])]
+        lines.append([row["what"], *accuracies, diff, p_value, str(row["seeds"]), *speeds])
+    headers = ["algorithm", "NCHW test acc (%)", "channels_last test acc (%)", "channels_last − NCHW (%)", "p",
+               "seeds", "NCHW train ep/s", "channels_last train ep/s", "speed-up"]  # fmt: skip
+    table = markdown(lines, headers, ["l", "r", "r", "r", "r", "r", "r", "r", "r"])
+    first = next(iter(report["rows"].values()))
+    settings = " ".join(f"`{o}`" for o in report.get("common", []))
+    return table + (
+        f"\n\nEach run: {settings}, the default data, Conv-4; test accuracy over {first['episodes']} test episodes, "
+        "the same episodes for every run. Test acc: the mean over seeds with its t-based 95% interval; the "
+        "difference is paired seed by seed (t interval and paired t-test over the seeds). Train ep/s: training "
+        "episodes per second, validation included, the mean over seeds (timing.json); the speed-up is their ratio. "
+        "The fusion table above times the training step alone."
+    )
+
+
 SECTIONS = [
     Section("Against the peers", "results.json", "benchmarks.run", None, run_table),
     Section("Fusion on and off", "fusion.json", "benchmarks.fusion", "cpu", fusion_table),
     Section("bf16 autocast on and off", "amp.json", "benchmarks.amp", None, amp_table),
     Section("Huge pages on and off", "allocator.json", "benchmarks.allocator", "cpu", allocator_table),
     Section("An unreachable W&B server", "wandb_unreachable.json", "benchmarks.wandb_unreachable", None, wandb_table),
+    Section(
+        "channels_last on and off: what is learned",
+        "channels_last.json",
+        "benchmarks.channels_last",
+        "cpu",
+        layout_table,
+        "make bench-layout",
+    ),  # fmt: skip
 ]
 
 
@@ -309,7 +354,8 @@ def section_text(section: Section, report: dict[str, Any] | None, path: str) -> 
     """A section of the page: its title, the provenance line and the table, or where its JSON would come from."""
     head = f"## {section.title}\n\n"
     if report is None:
-        return head + f"Not measured yet: `python -m {section.program}` (run by `make bench`) writes `{path}`.\n"
+        runner = f"`python -m {section.program}` (run by `{section.make_target}`)"
+        return head + f"Not measured yet: {runner} writes `{path}`.\n"
     return head + provenance_line(report, section, path) + "\n\n" + section.table(report) + "\n"
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from benchmarks import docs_page, omniglot, results_page
+import numpy as np
+from scipy import stats
+from test_comparisons import episode_accuracies, made_up_run, t_half_width
+
+from benchmarks import channels_last, docs_page, omniglot, results_page
 
 MACHINE = {"cpu": "Test CPU 9000", "cores": 2, "threads": 2, "torch": "2.14.1", "python": "3.11.7", "device": "cpu"}
 PROVENANCE = {"commit": "abc1234", "uncommitted_changes": True, "started": "2030-01-01 10:00:00 +0000"}
@@ -171,3 +176,33 @@ def test_performance_page_heads_each_table_with_its_provenance():
     # ours off / on: 2.0, 1.6, 1.5; peer on / ours on: 1.5, 1.2, 1.5; peer off / ours on: 3.0, 2.0, 3.0
     assert "| 400.0 | 800.0 | 1.60× (1.50–2.00) | easyfsl-train | 600.0 | 1200.0 | 1.50× (1.20–1.50) |" in allocator
     assert "3.00× (2.00–3.00) | 3 |" in allocator and "torch's default threads" in allocator
+
+
+def test_layout_table_is_the_reports_comparison_of_the_two_layouts_paired_over_seeds(tmp_path):
+    """benchmarks.channels_last's row of a setting, from run dirs as its sweep leaves them, and its line on the
+    performance page."""
+    accs, speed = {}, {True: 12.0, False: 10.0}
+    for seed in (0, 1, 2):
+        for layout, skill in ((True, 0.01 * seed), (False, 0.0)):
+            run_dir = tmp_path / "protonet" / f"{layout}{seed}"
+            accs[layout, seed] = episode_accuracies(seed, skill)
+            made_up_run(run_dir, "protonet", seed, accs[layout, seed])
+            hydra = run_dir / ".hydra" / "hydra.yaml"  # as a sweep over true,false records them
+            overrides = str(["algorithm=protonet", f"seed={seed}", f"encoder.channels_last={layout}"])
+            hydra.write_text(hydra.read_text().replace(str(["algorithm=protonet", f"seed={seed}"]), overrides))
+            timing = {"train/wall_s": 30.0, "train/episodes_per_s": speed[layout] + seed}
+            (run_dir / "timing.json").write_text(json.dumps(timing))
+    row = channels_last.setting_row("protonet", tmp_path)
+    on, off = (np.array([accs[layout, s].mean() for s in (0, 1, 2)]) for layout in (True, False))
+    assert row["paired"] == "paired over 3 seeds" and math.isclose(row["diff"], (on - off).mean())
+    assert math.isclose(row["p_value"], stats.ttest_rel(on, off).pvalue, rel_tol=1e-9)
+    assert (row["on_episodes_per_s"], row["off_episodes_per_s"]) == (13.0, 11.0)
+    text = docs_page.layout_table({"rows": {"protonet": row}, "common": ["train.episodes=300"]})
+    line = next(line for line in text.splitlines() if line.startswith("| ProtoNet"))
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[1:3] == [f"{100 * off.mean():.2f} ± {100 * t_half_width(off):.2f}",
+                         f"{100 * on.mean():.2f} ± {100 * t_half_width(on):.2f}"]  # fmt: skip
+    assert cells[4:] == [f"{stats.ttest_rel(on, off).pvalue:.2g}", "3", "11.00", "13.00", "1.18×"]
+    d = on - off
+    assert cells[3] == f"{100 * d.mean():+.2f} ± {100 * t_half_width(d):.2f}"
+    assert "`train.episodes=300`" in text and "over 60 test episodes" in text
