@@ -3,10 +3,11 @@
     python -m benchmarks.fusion [--threads 2] [--quick | --smoke] [--out benchmarks/fusion.json]
 
 - Conv-4 training step (forward, backward, Adam) on 5-way 5-shot 15-query images, with `fuse_norm_pool` on (BN,
-  max-pool and ReLU as one function, fewshot_exp/norm_pool.py) and off (the modules' own kernels), both channels_last.
+  max-pool and ReLU as one function, fewshot_exp/encoders/norm_pool.py) and off (the modules' own kernels), both
+  channels_last.
 - Second-order MAML meta-step (1 task; 1 and 5 inner steps) with the channels_last encoder, whose TaskBatchNorm runs
-  as batch norm of [N*H*W, C] rows with the short double backward of fewshot_exp/task_batch_norm.py, and with an NCHW
-  encoder and plain F.batch_norm (`TaskBatchNorm(fast=False)`, the textbook reference).
+  as batch norm of [N*H*W, C] rows with the short double backward of fewshot_exp/encoders/task_batch_norm.py, and
+  with an NCHW encoder and plain F.batch_norm (`TaskBatchNorm(fast=False)`, the textbook reference).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import torch
 from fewshot_exp.algorithms.maml import MAML, ProtoMAML
 from fewshot_exp.data.episodes import Episode
 from fewshot_exp.distances import Distance
-from fewshot_exp.encoders import Conv4
+from fewshot_exp.encoders.conv4 import Conv4
 
 
 def best_seconds(fns: dict[bool, Callable[[], None]], repeats: int, device: torch.device) -> dict[bool, float]:

@@ -24,7 +24,7 @@ from fewshot_exp.algorithms.maml import MAML
 from fewshot_exp.algorithms.protonet import ProtoNet
 from fewshot_exp.data.episodes import EpisodeSampler
 from fewshot_exp.distances import Distance
-from fewshot_exp.encoders import Conv4
+from fewshot_exp.encoders.conv4 import Conv4
 from fewshot_exp.evaluate import evaluate, tasks_per_forward
 from fewshot_exp.train import Progress, training_step
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from benchmarks.cases import Shape, synthetic_images
 from benchmarks.ours import sampler
-from fewshot_exp.encoders import conv_block
+from fewshot_exp.encoders.conv4 import conv_block
 
 INSTALL_HINT = "pip install -e '.[bench]'"
 

@@ -127,7 +127,7 @@ class TrainConfig:
     val_episodes: int = 200
     checkpoint_every: int = 250  # episodes between `last.pt` writes (also written on SIGTERM/SIGINT)
     amp: bool = False  # bf16 autocast of the training forward (CUDA or CPU)
-    # a run dir or .pt whose encoder weights this run starts from (fewshot_exp/pretrained.py)
+    # a run dir or .pt whose encoder weights this run starts from (fewshot_exp/encoders/pretrained.py)
     init_from: str | None = None
 
 

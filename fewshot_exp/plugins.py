@@ -30,9 +30,8 @@ from fewshot_exp.errors import UserError
 
 ENV = "FEWSHOT_EXP_PLUGINS"
 #: the built-in modules and packages (each of their modules) that register plugins
-MODULES = ("fewshot_exp.config", "fewshot_exp.distances", "fewshot_exp.encoders", "fewshot_exp.resnet12",
-           "fewshot_exp.torchvision_backbone")  # fmt: skip
-PACKAGES = ("fewshot_exp.algorithms", "fewshot_exp.data")
+MODULES = ("fewshot_exp.config", "fewshot_exp.distances")
+PACKAGES = ("fewshot_exp.algorithms", "fewshot_exp.data", "fewshot_exp.encoders")
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 #: group -> name -> a registered schema, stored as `<group>/base_<name>`
 SCHEMAS: dict[str, dict[str, type]] = {}

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from fewshot_exp.checkpoint import RESUME_KEYS, load_checkpoint
 from fewshot_exp.config import flat
 from fewshot_exp.data.episodes import EpisodeSampler
+from fewshot_exp.encoders.base import MOVED_TARGETS
 from fewshot_exp.errors import UserError
 from fewshot_exp.files import remove_partial_writes
 from fewshot_exp.scheduler import is_requeue, job_id
@@ -97,6 +98,8 @@ def config_differences(cfg: Any, saved_yaml: str) -> list[str]:
     """Dotted keys whose values differ between the config and a checkpoint's (`resume` aside)."""
     now = flat(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), skip=frozenset())
     then = flat(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=True), skip=frozenset())
+    if "encoder._target_" in then:  # a checkpoint of an earlier version names the class by its path then
+        then["encoder._target_"] = MOVED_TARGETS.get(then["encoder._target_"], then["encoder._target_"])
     return sorted(
         k
         for k in now.keys() | then.keys()

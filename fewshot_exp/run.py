@@ -17,10 +17,10 @@ from fewshot_exp import stopping
 from fewshot_exp.build import build_algorithm, check_batch_memory, load_splits, samplers, select_device, tta_views
 from fewshot_exp.checkpoint import load_checkpoint
 from fewshot_exp.config import flat, train_shape, validate
+from fewshot_exp.encoders.pretrained import init_encoder
 from fewshot_exp.evaluate import Accuracy, episodes_fingerprint, evaluate
 from fewshot_exp.files import strict_json, write_atomically
 from fewshot_exp.lake_runs import lake_runs_error, runs_of
-from fewshot_exp.pretrained import init_encoder
 from fewshot_exp.provenance import provenance
 from fewshot_exp.resume import resume_state
 from fewshot_exp.run_files import METRICS_FILE, TEST_EPISODES_FILE, TIMING_FILE

@@ -20,9 +20,9 @@ from fewshot_exp.build import build_algorithm
 from fewshot_exp.config import register_configs, validate
 from fewshot_exp.data.episodes import Episode, EpisodeSampler
 from fewshot_exp.distances import Distance
+from fewshot_exp.encoders.resnet12 import ResNet12, drop_block
+from fewshot_exp.encoders.torchvision_backbone import TorchvisionBackbone
 from fewshot_exp.errors import UserError
-from fewshot_exp.resnet12 import ResNet12, drop_block
-from fewshot_exp.torchvision_backbone import TorchvisionBackbone
 
 TINY_RESNET12 = ["encoder=resnet12", "encoder.channels=[4,4,8,8]"]
 register_configs()

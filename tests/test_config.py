@@ -6,7 +6,7 @@ import pytest
 from conftest import REPO
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
-from hydra.utils import get_object
+from hydra.utils import get_class, get_object
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
@@ -109,3 +109,22 @@ def test_a_checkpoint_from_before_a_key_existed_resumes_while_that_key_is_at_its
     assert config_differences(cfg, OmegaConf.to_yaml(older)) == []
     assert config_differences(make("encoder.downsample=stride"), OmegaConf.to_yaml(older)) == ["encoder.downsample"]
     assert config_differences(make("train.lr=0.5"), OmegaConf.to_yaml(older)) == ["train.lr"]
+
+
+@pytest.mark.parametrize(
+    "option, old_path",
+    [("conv4", "fewshot_exp.encoders.Conv4"), ("resnet12", "fewshot_exp.resnet12.ResNet12"),
+     ("torchvision", "fewshot_exp.torchvision_backbone.TorchvisionBackbone")],
+)  # fmt: skip
+def test_a_checkpoint_naming_an_encoder_by_its_earlier_class_path_resumes(option, old_path):
+    """Checkpoints written before the encoders became a package name their class by the old module path; resume
+    reads it as the class it is now, and still refuses another encoder."""
+    from fewshot_exp.resume import config_differences
+
+    cfg = make(f"encoder={option}")
+    older = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    older["encoder"]["_target_"] = old_path
+    assert get_class(cfg.encoder._target_).__module__.startswith("fewshot_exp.encoders.")
+    assert config_differences(cfg, OmegaConf.to_yaml(older)) == []
+    other = "resnet12" if option == "conv4" else "conv4"
+    assert "encoder._target_" in config_differences(make(f"encoder={other}"), OmegaConf.to_yaml(older))

@@ -2,7 +2,7 @@
 bit for bit, and eval mode's BN folded into the conv equals conv then BN up to float rounding. (Training's fused
 BN + max-pool + ReLU, `fuse_norm_pool`, is tested in tests/test_norm_pool.py; here it is off where bit-identity
 with the modules is the point.) Bit-identity is checked in the default float32, comparisons up to rounding in float64
-(and the fold also in float32, the bound encoders.py quotes); NCHW and channels_last as each test says."""
+(and the fold also in float32, the bound encoders/conv4.py quotes); NCHW and channels_last as each test says."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fewshot_exp.encoders import Conv4
+from fewshot_exp.encoders.conv4 import Conv4
 
 
 def textbook_features(encoder: Conv4, x: torch.Tensor, pooled_blocks: int | None) -> torch.Tensor:
@@ -68,7 +68,7 @@ def test_eval_mode_folds_batch_norm_into_the_conv_up_to_rounding(dtype, tol):
 def test_evaluation_max_pool_without_indices_is_exact():
     """Under no_grad a channels_last Conv-4 pools even-sized maps by pairwise maxima: the same values as the kernel,
     ties included (flat image regions give equal activations); channels_last, bit for bit in float32."""
-    from fewshot_exp.encoders import max_pool_2x2_nhwc
+    from fewshot_exp.encoders.conv4 import max_pool_2x2_nhwc
 
     x = torch.randn(3, 8, 6, 10).round(decimals=1).contiguous(memory_format=torch.channels_last)  # many ties
     pooled = max_pool_2x2_nhwc(x)

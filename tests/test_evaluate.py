@@ -10,7 +10,7 @@ from conftest import random_imageset
 from fewshot_exp.algorithms.protonet import ProtoNet
 from fewshot_exp.data.episodes import EpisodeSampler
 from fewshot_exp.distances import Distance
-from fewshot_exp.encoders import Conv4
+from fewshot_exp.encoders.conv4 import Conv4
 from fewshot_exp.evaluate import episodes_fingerprint, evaluate, mean_ci95
 
 

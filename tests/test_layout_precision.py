@@ -18,7 +18,7 @@ import torch
 from fewshot_exp.algorithms.maml import MAML
 from fewshot_exp.data.episodes import Episode
 from fewshot_exp.distances import Distance
-from fewshot_exp.encoders import Conv4
+from fewshot_exp.encoders.conv4 import Conv4
 
 N_WAY, K_SHOT, N_QUERY, SIZE = 5, 1, 4, 28  # 25 images: maps of 25 x 64 x 28 x 28 after the first conv
 

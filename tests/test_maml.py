@@ -30,7 +30,7 @@ from fewshot_exp.algorithms.protonet import ProtoNet
 from fewshot_exp.algorithms.reptile import Reptile
 from fewshot_exp.data.episodes import Episode
 from fewshot_exp.distances import Distance
-from fewshot_exp.encoders import Conv4
+from fewshot_exp.encoders.conv4 import Conv4
 from fewshot_exp.errors import UserError
 
 N_WAY, K_SHOT, N_QUERY, SIZE = 3, 2, 2, 4

@@ -18,7 +18,7 @@ from fewshot_exp.algorithms.relation import RelationNetwork
 from fewshot_exp.algorithms.siamese import SiameseNetwork
 from fewshot_exp.data.episodes import Episode, EpisodeSampler
 from fewshot_exp.distances import Distance
-from fewshot_exp.encoders import Conv4
+from fewshot_exp.encoders.conv4 import Conv4
 from fewshot_exp.errors import UserError
 
 

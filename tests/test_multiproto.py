@@ -13,7 +13,7 @@ from fewshot_exp.algorithms.multiproto import MultiProto, by_class, kmeans
 from fewshot_exp.algorithms.protonet import ProtoNet
 from fewshot_exp.data.episodes import Episode, EpisodeSampler
 from fewshot_exp.distances import Distance
-from fewshot_exp.encoders import Conv4
+from fewshot_exp.encoders.conv4 import Conv4
 from fewshot_exp.errors import UserError
 
 

@@ -1,7 +1,7 @@
-"""The fused training-mode BN + max-pool + ReLU (fewshot_exp/norm_pool.py) is nn.BatchNorm2d + nn.MaxPool2d + ReLU:
-its gradient against finite differences, its outputs, gradients and running statistics against the modules, and it
-steps aside where the identity it rests on does not hold. float64 in NCHW and channels_last (the fused backward
-scatters in each), unless a test says otherwise."""
+"""The fused training-mode BN + max-pool + ReLU (fewshot_exp/encoders/norm_pool.py) is nn.BatchNorm2d +
+nn.MaxPool2d + ReLU: its gradient against finite differences, its outputs, gradients and running statistics against
+the modules, and it steps aside where the identity it rests on does not hold. float64 in NCHW and channels_last (the
+fused backward scatters in each), unless a test says otherwise."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from fewshot_exp.encoders import Conv4
-from fewshot_exp.norm_pool import BatchNormMaxPoolReLU, batch_norm_max_pool_relu, fusable
+from fewshot_exp.encoders.conv4 import Conv4
+from fewshot_exp.encoders.norm_pool import BatchNormMaxPoolReLU, batch_norm_max_pool_relu, fusable
 
 
 def modules(channels: int = 4, dtype: torch.dtype = torch.float64, **bn) -> tuple[nn.BatchNorm2d, nn.MaxPool2d]:

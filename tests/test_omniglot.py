@@ -201,7 +201,7 @@ def test_lake_runs_take_the_model_s_channels(data):
     are the 1-channel one's split in thirds makes the same predictions, hence the same errors."""
     from fewshot_exp.algorithms.protonet import ProtoNet
     from fewshot_exp.distances import Distance
-    from fewshot_exp.encoders import Conv4
+    from fewshot_exp.encoders.conv4 import Conv4
 
     runs = load_lake_runs(data / "one_shot_runs", 28)[:2]
     torch.manual_seed(0)

@@ -9,9 +9,9 @@ from fewshot_exp.algorithms.maml import MAML, ProtoMAML
 from fewshot_exp.algorithms.protonet import ProtoNet
 from fewshot_exp.checkpoint import save_checkpoint
 from fewshot_exp.distances import Distance
-from fewshot_exp.encoders import Conv4
+from fewshot_exp.encoders.conv4 import Conv4
+from fewshot_exp.encoders.pretrained import init_encoder
 from fewshot_exp.errors import UserError
-from fewshot_exp.pretrained import init_encoder
 
 CPU = torch.device("cpu")
 

@@ -1,6 +1,6 @@
-"""The short double backward of batch norm (fewshot_exp/task_batch_norm.py) against finite differences and against
-PyTorch's own double backward of F.batch_norm, also under torch.func.grad as MAML's inner loop calls it (float64;
-[M, C] rows, the view a channels_last map is normalised as, and NCHW maps)."""
+"""The short double backward of batch norm (fewshot_exp/encoders/task_batch_norm.py) against finite differences and
+against PyTorch's own double backward of F.batch_norm, also under torch.func.grad as MAML's inner loop calls it
+(float64; [M, C] rows, the view a channels_last map is normalised as, and NCHW maps)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad
 
-from fewshot_exp.task_batch_norm import batch_norm
+from fewshot_exp.encoders.task_batch_norm import batch_norm
 
 SHAPES = [(7, 3), (4, 3, 3, 2)]  # rows [M, C] (a channels_last map's view) and an NCHW map
 

@@ -14,7 +14,7 @@ from fewshot_exp.build import tta_views
 from fewshot_exp.data.augment import Augment, AugmentConfig
 from fewshot_exp.data.episodes import EpisodeSampler
 from fewshot_exp.distances import Distance
-from fewshot_exp.encoders import Conv4
+from fewshot_exp.encoders.conv4 import Conv4
 from fewshot_exp.errors import UserError
 from fewshot_exp.evaluate import evaluate
 from fewshot_exp.lake_runs import LakeRun, lake_runs_error

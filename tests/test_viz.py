@@ -20,7 +20,7 @@ from wandb_records import logged_run
 from fewshot_exp.algorithms.hallucination import Hallucination
 from fewshot_exp.data.episodes import EpisodeSampler
 from fewshot_exp.distances import Distance
-from fewshot_exp.encoders import Conv4
+from fewshot_exp.encoders.conv4 import Conv4
 from fewshot_exp.errors import UserError
 from fewshot_exp.viz import end_of_run, normalized, project, render
 

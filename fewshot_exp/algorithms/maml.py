@@ -74,9 +74,9 @@ from omegaconf import II, MISSING
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from fewshot_exp import task_batch_norm
 from fewshot_exp.algorithms.base import AlgorithmConfig, FewShotAlgorithm
 from fewshot_exp.data.episodes import Episode
+from fewshot_exp.encoders import task_batch_norm
 from fewshot_exp.errors import UserError
 from fewshot_exp.plugins import register
 from fewshot_exp.precision import float32
@@ -92,7 +92,7 @@ class TaskBatchNorm(nn.Module):
     kernel: under vmap, the fused kernel's double backward gives wrong gradients (pytorch/functorch#534;
     tests/test_maml.py checks the vmap path against the loop), while the composite ops are exact. Otherwise
     (`fast`, the default) a channels_last map is normalised as its [N*H*W, C] rows and the affine case uses
-    `fewshot_exp.task_batch_norm` (fused kernels, a short double backward); `fast=False` is plain F.batch_norm
+    `fewshot_exp.encoders.task_batch_norm` (fused kernels, a short double backward); `fast=False` is plain F.batch_norm
     (benchmarks/fusion.py's reference).
     """
 
@@ -144,8 +144,9 @@ def batch_norm_rows(
 def plain_batch_norm(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
 ) -> torch.Tensor:
-    """Batch norm with batch statistics: with affine parameters of x's dtype, `fewshot_exp.task_batch_norm` (the fused
-    kernels and a short double backward), else (no affine map, or mixed precision under autocast) F.batch_norm."""
+    """Batch norm with batch statistics: with affine parameters of x's dtype, `fewshot_exp.encoders.task_batch_norm`
+    (the fused kernels and a short double backward), else (no affine map, or mixed precision under autocast)
+    F.batch_norm."""
     if weight is not None and bias is not None and weight.dtype == x.dtype == bias.dtype:
         return task_batch_norm.batch_norm(x, weight, bias, eps)
     return F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)

@@ -1,5 +1,5 @@
-"""Image encoders: x [B, C, H, W] -> embeddings [B, D]. This module holds the `encoder` group's schema and
-Conv-4 (`encoder=conv4`); ResNet-12 and the torchvision backbones register from their own modules."""
+"""Conv-4 (`encoder=conv4`, Vinyals et al. 2016; Snell et al. 2017): four conv3x3 - batch norm - ReLU blocks,
+each halving the map by a 2x2 max-pool or a stride-2 convolution."""
 
 from __future__ import annotations
 
@@ -9,21 +9,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import MISSING
 from torch import nn
 
+from fewshot_exp.encoders.base import EncoderConfig
+from fewshot_exp.encoders.norm_pool import batch_norm_max_pool_relu, fusable
 from fewshot_exp.errors import UserError
-from fewshot_exp.norm_pool import batch_norm_max_pool_relu, fusable
 from fewshot_exp.plugins import register
-
-
-@dataclass
-class EncoderConfig:
-    """An encoder option: the class `_target_` built with `in_channels` and the option's other keys. The class may
-    say `min_image_size` (the smallest input it can embed) and `check_config(cfg)` (UserError on a bad setting),
-    which `fewshot_exp.config.validate` asks before any work."""
-
-    _target_: str = MISSING
 
 
 class Downsample(Enum):
@@ -37,7 +28,7 @@ DOWNSAMPLE = tuple(d.value for d in Downsample)
 @register("encoder", "conv4")
 @dataclass
 class Conv4Config(EncoderConfig):
-    _target_: str = "fewshot_exp.encoders.Conv4"
+    _target_: str = "fewshot_exp.encoders.conv4.Conv4"
     hidden: int = 64
     out_channels: int = 64
     channels_last: bool = True
@@ -103,8 +94,8 @@ class Conv4(nn.Module):
     Each block runs as conv - BN - maxpool - ReLU, which gives bit-identical outputs and gradients
     (tests/test_encoders.py) and is faster on CPU (`python -m benchmarks.run`); in eval mode the BN
     (running statistics) is folded into the conv. In training on CPU, `fuse_norm_pool` runs BN, max-pool and
-    ReLU as one autograd function (`fewshot_exp.norm_pool`: the same function up to float rounding, fewer passes
-    over the conv output); `fuse_norm_pool=False` keeps the modules' own kernels.
+    ReLU as one autograd function (`fewshot_exp.encoders.norm_pool`: the same function up to float rounding, fewer
+    passes over the conv output); `fuse_norm_pool=False` keeps the modules' own kernels.
 
     `downsample="stride"` is Finn et al.'s (2017) Omniglot network: stride-2 convolutions instead of max-pooling
     (28 -> 14 -> 7 -> 4 -> 2 px) and the last maps averaged over space, so the embedding has `out_channels`

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from fewshot_exp.task_batch_norm import per_channel
+from fewshot_exp.encoders.task_batch_norm import per_channel
 
 
 def scatter_add_at(dx: torch.Tensor, indices: torch.Tensor, src: torch.Tensor) -> torch.Tensor:

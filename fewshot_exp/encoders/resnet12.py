@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewshot_exp.encoders import EncoderConfig
+from fewshot_exp.encoders.base import EncoderConfig
 from fewshot_exp.errors import UserError
 from fewshot_exp.plugins import register
 
@@ -41,7 +41,7 @@ from fewshot_exp.plugins import register
 @register("encoder", "resnet12")
 @dataclass
 class ResNet12Config(EncoderConfig):
-    _target_: str = "fewshot_exp.resnet12.ResNet12"
+    _target_: str = "fewshot_exp.encoders.resnet12.ResNet12"
     channels: list[int] = field(default_factory=lambda: [64, 160, 320, 640])  # widths of the 4 residual blocks
     drop_block: bool = False  # dropout after blocks 1-2, DropBlock after blocks 3-4 (MetaOptNet), training only
     drop_rate: float = 0.1  # fraction of units dropped (only with drop_block)

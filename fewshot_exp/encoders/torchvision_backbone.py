@@ -30,7 +30,7 @@ import torchvision
 from omegaconf import II
 from torch import nn
 
-from fewshot_exp.encoders import EncoderConfig
+from fewshot_exp.encoders.base import EncoderConfig
 from fewshot_exp.errors import UserError
 from fewshot_exp.plugins import register
 
@@ -38,7 +38,7 @@ from fewshot_exp.plugins import register
 @register("encoder", "torchvision")
 @dataclass
 class TorchvisionConfig(EncoderConfig):
-    _target_: str = "fewshot_exp.torchvision_backbone.TorchvisionBackbone"
+    _target_: str = "fewshot_exp.encoders.torchvision_backbone.TorchvisionBackbone"
     name: str = "resnet18"  # any of torchvision.models.list_models(module=torchvision.models) with a linear classifier
     out_dim: int | None = None  # a linear projection to this size; None = the penultimate features (512 for resnet18)
     weights: str | None = None  # path to a local state dict of that model (nothing is downloaded)
