@@ -3,6 +3,7 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import forkserver
@@ -64,6 +65,24 @@ def run_cli(
         argv = forkserver.command(list(overrides), code)
         return subprocess.run(argv, cwd=cwd or REPO, env=environment, capture_output=True, text=True, timeout=timeout)
     return fork_server().run(list(overrides), environment, cwd or REPO, timeout, code)
+
+
+def call_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """The command-line entry point `fewshot_exp.__main__.cli` in this process, as `python -m fewshot_exp <argv>`
+    runs it (W&B offline, no progress bars), without an interpreter's start-up; its exit code."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fewshot_exp.__main__ import cli
+
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(sys, "argv", ["fewshot_exp", *argv])
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    try:
+        cli()
+    except SystemExit as ended:
+        return 0 if ended.code is None else int(ended.code)
+    return 0
 
 
 @functools.cache

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
-from hydra.core.global_hydra import GlobalHydra
+from conftest import call_cli, run_cli
 
 TINY = [
     "train.episodes=4",
@@ -301,18 +299,6 @@ def places(glyphs_root, tmp_path_factory):
         **{name: base / name for name in DAMAGED_COPIES},
         "glyphs": glyphs_root,
     }
-
-
-def call_cli(argv: list[str], monkeypatch) -> int:
-    from fewshot_exp.__main__ import cli
-
-    GlobalHydra.instance().clear()
-    monkeypatch.setattr(sys, "argv", ["fewshot_exp", *argv])
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    with pytest.raises(SystemExit) as ended:
-        cli()
-    return ended.value.code
 
 
 FAST_PER_SECTION = 3

@@ -121,7 +121,8 @@ def test_bad_input_is_one_line_error(overrides, message, glyphs_root, tmp_path):
     assert not (tmp_path / "run" / "results.json").exists()
 
 
-# The README's headline commands on the default data, with only the training budget shortened.
+# The README's headline commands on the default data, with the training budget shortened and W&B off (the default
+# run above checks the W&B run of the same command line).
 @pytest.mark.parametrize(
     "overrides",
     [["algorithm=protomaml", "episode.k_shot=8"], pytest.param(["episode.k_shot=32"], marks=pytest.mark.slow)],
@@ -129,7 +130,7 @@ def test_bad_input_is_one_line_error(overrides, message, glyphs_root, tmp_path):
 )
 def test_headline_commands_run_on_the_default_data(overrides, glyphs_root, tmp_path):
     short = ["train.episodes=2", "train.val_every=2", "train.log_every=2", "train.val_episodes=1", "eval.episodes=2"]
-    proc = run_cli(*overrides, *short, f"dataset.root={glyphs_root}", f"hydra.run.dir={tmp_path}")
+    proc = run_cli(*overrides, *short, "logger=none", f"dataset.root={glyphs_root}", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["test/k_shot"] == int(overrides[-1].split("=")[1]) and results["test/episodes"] == 2

@@ -13,8 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, cli_env, run_cli
-from test_bad_inputs import call_cli
+from conftest import REPO, call_cli, cli_env, run_cli
 
 from fewshot_exp import plugins
 from fewshot_exp.config import register_configs
