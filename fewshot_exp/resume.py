@@ -98,7 +98,7 @@ def config_differences(cfg: Any, saved_yaml: str) -> list[str]:
     """Dotted keys whose values differ between the config and a checkpoint's (`resume` aside)."""
     now = flat(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), skip=frozenset())
     then = flat(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=True), skip=frozenset())
-    if "encoder._target_" in then:  # a checkpoint of an earlier version names the class by its path then
+    if "encoder._target_" in then:  # a checkpoint written before the encoders package names its old class path
         then["encoder._target_"] = MOVED_TARGETS.get(then["encoder._target_"], then["encoder._target_"])
     return sorted(
         k
