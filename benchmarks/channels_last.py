@@ -4,7 +4,7 @@ with `encoder.channels_last=true` (the default) and `false`, on the same seeds, 
     python -m benchmarks.channels_last [--out outputs/channels_last] [--episodes 300] [--seeds 3]
         [--json benchmarks/channels_last.json]
 
-Each setting of `SETTINGS` is one sweep of the tool, `python -m fewshot_exp -m <setting> <COMMON>
+Each setting of `SETTINGS` is one sweep of the tool, `python -m fewshot_exp -m <setting> <common(episodes)>
 seed=0,...,S-1 encoder.channels_last=true,false hydra.sweep.dir=OUT/<setting>`, run one after another (a setting
 whose sweep dir holds every job's results.json is skipped). Both layouts of a seed start from the same weights and
 draw the same training episodes, and every run is tested on the same test episodes (`eval.seed`), so the

@@ -30,10 +30,17 @@ def episode_accuracies(seed: int, skill: float, episodes: int = 60) -> np.ndarra
 
 
 def made_up_run(
-    run_dir: Path, algorithm: str, seed: int, acc: np.ndarray | None, fingerprint: str = "f0", csv: bool = True
+    run_dir: Path,
+    algorithm: str,
+    seed: int,
+    acc: np.ndarray | None,
+    fingerprint: str = "f0",
+    csv: bool = True,
+    overrides: tuple[str, ...] = (),
 ) -> None:
-    """A finished run dir of `algorithm` and `seed` whose test episodes had accuracies `acc`."""
-    fake_run(run_dir, [f"algorithm={algorithm}", f"seed={seed}"], None)
+    """A finished run dir of `algorithm` and `seed`, with `overrides` on its command line too, whose test episodes
+    had accuracies `acc`."""
+    fake_run(run_dir, [f"algorithm={algorithm}", f"seed={seed}", *overrides], None)
     hydra = run_dir / ".hydra" / "hydra.yaml"
     hydra.write_text(hydra.read_text().replace("algorithm: protonet", f"algorithm: {algorithm}"))
     results = {
@@ -154,11 +161,9 @@ def test_a_baseline_names_swept_values_as_typed_on_the_command_line(tmp_path, ba
     """A sweep's jobs record `key=true,false` as True and False (and 1e-3 as 0.001); --baseline takes either."""
     for seed in (0, 1):
         for layout, lr, skill in (("True", "0.001", 0.01), ("False", "0.001", 0.0), ("False", "0.01", -0.02)):
-            run_dir = tmp_path / "runs" / f"{layout}{lr}{seed}"
-            made_up_run(run_dir, "protonet", seed, episode_accuracies(seed, skill + 0.01 * seed))
-            hydra = run_dir / ".hydra" / "hydra.yaml"
-            overrides = str([f"seed={seed}", f"encoder.channels_last={layout}", f"optimizer.lr={lr}"])
-            hydra.write_text(hydra.read_text().replace(str(["algorithm=protonet", f"seed={seed}"]), overrides))
+            swept = (f"encoder.channels_last={layout}", f"optimizer.lr={lr}")  # as a sweep's job records them
+            accuracies = episode_accuracies(seed, skill + 0.01 * seed)
+            made_up_run(tmp_path / "runs" / f"{layout}{lr}{seed}", "protonet", seed, accuracies, overrides=swept)
     table = report(tmp_path, "--baseline", baseline, "--baseline", "optimizer.lr=1e-3").reset_index()
     vs = {(str(r["encoder.channels_last"]), r["optimizer.lr"]): r.vs_baseline for _, r in table.iterrows()}
     assert vs == {

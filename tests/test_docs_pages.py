@@ -186,10 +186,8 @@ def test_layout_table_is_the_reports_comparison_of_the_two_layouts_paired_over_s
         for layout, skill in ((True, 0.01 * seed), (False, 0.0)):
             run_dir = tmp_path / "protonet" / f"{layout}{seed}"
             accs[layout, seed] = episode_accuracies(seed, skill)
-            made_up_run(run_dir, "protonet", seed, accs[layout, seed])
-            hydra = run_dir / ".hydra" / "hydra.yaml"  # as a sweep over true,false records them
-            overrides = str(["algorithm=protonet", f"seed={seed}", f"encoder.channels_last={layout}"])
-            hydra.write_text(hydra.read_text().replace(str(["algorithm=protonet", f"seed={seed}"]), overrides))
+            swept = (f"encoder.channels_last={layout}",)  # as a sweep over true,false records it
+            made_up_run(run_dir, "protonet", seed, accs[layout, seed], overrides=swept)
             timing = {"train/wall_s": 30.0, "train/episodes_per_s": speed[layout] + seed}
             (run_dir / "timing.json").write_text(json.dumps(timing))
     row = channels_last.setting_row("protonet", tmp_path)
