@@ -48,11 +48,11 @@ INTRO = """\
       textbook NCHW Conv-4. A peer that does not import is listed as skipped, with the reason.
 - **Fusion on/off** (`benchmarks.fusion`): the Conv-4 training step with batch norm, max-pool and ReLU as one
   function (`encoder.fuse_norm_pool`, `fewshot_exp/encoders/norm_pool.py`) against the modules' own kernels;
-  second-order MAML with the channels_last encoder, batch norm by `[N·H·W, C]` rows and the written-out double backward
-  (`fewshot_exp/encoders/task_batch_norm.py`) against an NCHW encoder with plain `F.batch_norm`. On rows, the batch
-  statistics and the backward's sums are cascade sums, as precise in float32 as the NCHW kernels (PyTorch's row
-  kernels sum each channel in sequence, and put 5-step MAML's float32 meta-gradient about ten times further
-  from float64 than NCHW does); `tests/test_layout_precision.py` checks it.
+  second-order MAML with the channels_last encoder, batch norm by `[N·H·W, C]` rows and the written-out double
+  backward (`fewshot_exp/encoders/task_batch_norm.py`) against an NCHW encoder with plain `F.batch_norm`. On rows,
+  the batch statistics and the backward's sums are cascade sums, as precise in float32 as the NCHW kernels
+  (PyTorch's row kernels sum each channel in sequence, and put 5-step MAML's float32 meta-gradient about ten times
+  further from float64 than NCHW does); `tests/test_layout_precision.py` checks it.
 - **bf16 autocast on/off** (`benchmarks.amp`): `train.amp=true` (the training forward under
   `torch.autocast(<device>, torch.bfloat16)`) against float32. It is fast only on hardware with bf16 arithmetic
   (CUDA GPUs from Ampere on, x86 CPUs with AVX512-BF16 or AMX): the table's header gives the CPU's bf16 flags.
@@ -62,7 +62,6 @@ INTRO = """\
 - **An unreachable W&B server** (`benchmarks.wandb_unreachable`): the seconds from creating an online run's
   tracker to its first metric when the server refuses connections, is not routable, or accepts connections and
   never answers, each in a fresh process, beside an offline run.
-
 - **What the layout does to what is learned** (`benchmarks.channels_last`, `make bench-layout`): ProtoNet, MAML
   with 1 and 5 inner steps, ProtoMAML and Reptile, each trained and tested on the default data with
   `encoder.channels_last=true` (the default) and `false` on the same seeds. Both layouts of a seed start from the
