@@ -8,6 +8,7 @@ import torch
 from hydra.utils import get_class, instantiate
 
 from fewshot_exp.algorithms.base import FewShotAlgorithm
+from fewshot_exp.algorithms.ensemble import Ensemble
 from fewshot_exp.algorithms.maml import check_embedding_dim
 from fewshot_exp.config import EvalConfig, train_shape
 from fewshot_exp.data import load_dataset
@@ -141,8 +142,14 @@ def check_distance_used(cfg: Any, overrides: list[str]) -> None:
 
 
 def build_algorithm(cfg: Any, in_channels: int, device: torch.device) -> FewShotAlgorithm:
-    encoder = instantiate(cfg.encoder, in_channels=in_channels)
-    distance = Distance(cfg.distance.name, cfg.distance.temperature, cfg.distance.learn_temperature)
-    algorithm = instantiate(cfg.algorithm, encoder=encoder, distance=distance)
-    check_embedding_dim(algorithm.encoder, cfg.dataset.image_size, cfg.algorithm.get("embedding_dim"))
+    """The algorithm of `cfg.algorithm` on `cfg.encoder` and `cfg.distance`; with `algorithm.members=M` > 1, an
+    `Ensemble` of M of them, each initialised with the next draws of torch's generator."""
+    node = {k: v for k, v in cfg.algorithm.items() if k != "members"}
+    members = []
+    for _ in range(cfg.algorithm.get("members", 1)):
+        encoder = instantiate(cfg.encoder, in_channels=in_channels)
+        distance = Distance(cfg.distance.name, cfg.distance.temperature, cfg.distance.learn_temperature)
+        members.append(instantiate(node, encoder=encoder, distance=distance))
+    check_embedding_dim(members[0].encoder, cfg.dataset.image_size, cfg.algorithm.get("embedding_dim"))
+    algorithm = members[0] if len(members) == 1 else Ensemble(members)
     return algorithm.to(device)

@@ -274,6 +274,13 @@ def validate(cfg: Any) -> None:
             raise UserError(f"{key} must be between 0 and {MAX_SEED} (2**32 - 1), got {seed}")
     if cfg.train.get("init_from") and not cfg.get("resume"):  # a resumed run starts from its last.pt instead
         checkpoint_path(cfg.train.init_from, "train.init_from")
+    members = cfg.algorithm.get("members", 1)
+    _positive("algorithm.members", members)
+    if members > 1 and cfg.train.get("init_from"):
+        raise UserError(
+            f"train.init_from with algorithm.members={members} would start every member from the same encoder, "
+            "which leaves the ensemble nothing to average; drop one of them"
+        )
     _positive("eval.episodes", cfg.eval.episodes)
     if cfg.eval.batch_images is not None:
         _positive("eval.batch_images", cfg.eval.batch_images)

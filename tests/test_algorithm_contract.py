@@ -57,9 +57,14 @@ def task(ep: Episode, t: int) -> Episode:
     )
 
 
-@pytest.fixture(params=ALGORITHMS)
+#: the contract holds for an ensemble of them too (`algorithm.members`): one trained by the loop's gradient step,
+#: one by its members' own outer updates
+CASES = [*ALGORITHMS, "protonet algorithm.members=2", "reptile algorithm.members=2"]
+
+
+@pytest.fixture(params=CASES)
 def algorithm(request):
-    return make(request.param)
+    return make(*request.param.split())
 
 
 def test_logits_shape_and_finite(algorithm):

@@ -54,6 +54,7 @@ CATALOGUE = {  # section -> its entries; make test runs the first FAST_PER_SECTI
         (["dataset.image_size=0"], "dataset.image_size must be positive"),
         (["dataset.val_alphabets=0"], "dataset.val_alphabets must be at least 1"),
         (["dataset.val_alphabets=40"], "dataset.val_alphabets=40 leaves no training alphabet"),
+        (["algorithm.members=0"], "algorithm.members must be positive, got 0"),
         (["dataset.renderings=1"], "renderings"),
         (["algorithm=hallucination", "algorithm.n_hallucinated=-1"], "algorithm.n_hallucinated must be >= 0"),
         (["algorithm=maml", "algorithm.inner_steps=-1"], "algorithm.inner_steps must be >= 0"),
@@ -236,6 +237,10 @@ CATALOGUE = {  # section -> its entries; make test runs the first FAST_PER_SECTI
         (["train.init_from={empty}"], "train.init_from={empty}: no such file (the run dir has no best.pt)"),
         (["train.init_from={truncated}/last.pt"], "last.pt is unreadable or not a safe tensor checkpoint"),
         (["train.init_from={marker}/last.pt"], "last.pt is incomplete: it has no 'algorithm'"),
+        (
+            ["algorithm.members=2", "train.init_from={run}"],
+            "train.init_from with algorithm.members=2 would start every member from the same encoder",
+        ),
     ],
 }
 

@@ -88,7 +88,8 @@ def test_a_users_algorithm_and_dataset_and_their_presets_run_without_touching_th
                    fresh=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     saved = OmegaConf.load(run / ".hydra" / "config.yaml")
-    assert saved.algorithm == {"_target_": "toy_plugins.ScaledProtoNet", "scale": 2.0}
+    # `members` comes from the AlgorithmConfig schema the user's dataclass extends
+    assert saved.algorithm == {"_target_": "toy_plugins.ScaledProtoNet", "members": 1, "scale": 2.0}
     assert saved.dataset.name == "blobs" and saved.dataset.per_class == 20 and saved.dataset.image_size == 28
     assert json.loads((run / "results.json").read_text())["test/acc"] > 0.5  # the squares tell the classes apart
     # the registered options themselves need no YAML, and their keys are checked like a built-in's

@@ -35,9 +35,11 @@ def has_batch_norm(module: nn.Module) -> bool:
 @dataclass
 class AlgorithmConfig:
     """The schema every algorithm's config extends (`fewshot_exp.plugins.register`): `_target_` names its class,
-    which Hydra builds with `encoder=`, `distance=` and one keyword argument per key."""
+    which Hydra builds with `encoder=`, `distance=` and one keyword argument per key, but `members`."""
 
     _target_: str = MISSING
+    #: M > 1: an ensemble of M independently initialised and trained copies (fewshot_exp/algorithms/ensemble.py)
+    members: int = 1
 
 
 class FewShotAlgorithm(nn.Module):
