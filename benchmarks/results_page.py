@@ -9,7 +9,10 @@ OUT_DIR/<name>/results_page.json. An experiment whose run dir holds results.json
 stopped part-way (last.pt, no results.json) is resumed, so an interrupted `--run` continues where it stopped.
 Experiments that need the real Omniglot files run only with `--omniglot DIR`, and so does the Omniglot "minimal"
 section (benchmarks/omniglot.py, `--only omniglot`). The page is then written from
-every run dir with results.json: its results.json, .hydra/overrides.yaml and results_page.json.
+every run dir with results.json: its results.json, .hydra/overrides.yaml and results_page.json. With `--only`,
+only the sections it names are written again (the experiments' table for an experiment's name); the page's other
+sections stay as they were, each under its own provenance header, so one section can be rerun without the others'
+run dirs.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ DEFAULT_DIR = REPO / "outputs" / "results_page"
 TUTORIAL = "tutorial"  # --only tutorial: benchmarks/tutorial.py's comparison, into <dir>/tutorial
 OMNIGLOT_SECTION = omniglot.FOLDER  # --only omniglot: benchmarks/omniglot.py's runs, into <dir>/omniglot
 SECTIONS = (TUTORIAL, OMNIGLOT_SECTION)
+EXPERIMENTS_SECTION = "experiments"  # the table of EXPERIMENTS
+#: a section of the page sits between these: with --only, only the sections it reruns are written again
+MARK, END_MARK = "<!-- results_page section: {name} -->", "<!-- end of results_page section: {name} -->"
 IMG_DIR = REPO / "docs" / "img"
 
 
@@ -338,9 +344,39 @@ def page(runs: list[Run], page_command: str, out_dir: Path) -> str:
             "",
         ]
     lines += [table(runs), "", *(f"- {note}" for note in notes(runs)), ""]
-    lines += omniglot_section(out_dir)
-    lines += tutorial_section(out_dir / TUTORIAL)
-    return "\n".join(lines)
+    return "\n".join([
+        *marked(EXPERIMENTS_SECTION, lines),
+        *marked(OMNIGLOT_SECTION, omniglot_section(out_dir)),
+        *marked(TUTORIAL, tutorial_section(out_dir / TUTORIAL)),
+    ])  # fmt: skip
+
+
+def marked(name: str, lines: list[str]) -> list[str]:
+    """A section's lines between the markers (HTML comments, which the site does not show) that `merged` finds."""
+    return [MARK.format(name=name), *lines, END_MARK.format(name=name), ""]
+
+
+def section_text(page_text: str, name: str) -> re.Match[str] | None:
+    """Where section `name`, its markers included, is in `page_text`."""
+    pattern = re.escape(MARK.format(name=name)) + r".*?" + re.escape(END_MARK.format(name=name))
+    return re.search(pattern, page_text, flags=re.S)
+
+
+def merged(old_page: str, new_page: str, names: list[str]) -> str:
+    """`old_page` with its sections `names` replaced by those of `new_page`; the others stay as they were written,
+    each under its own provenance header. Fails if the old page lacks one of them."""
+    for name in names:
+        old, new = section_text(old_page, name), section_text(new_page, name)
+        if old is None:
+            sys.exit(f"error: the page has no section {name} (markers {MARK.format(name=name)}) to replace")
+        old_page = old_page[: old.start()] + new.group(0) + old_page[old.end() :]
+    return old_page
+
+
+def sections_of(only: list[str]) -> list[str]:
+    """The page sections that `--only` reruns: the experiments' table for any experiment, and the named sections."""
+    experiments = [EXPERIMENTS_SECTION] if any(n in EXPERIMENTS for n in only) else []
+    return [*experiments, *(n for n in SECTIONS if n in only)]
 
 
 def omniglot_section(out_dir: Path) -> list[str]:
@@ -392,7 +428,10 @@ def main(argv: list[str] | None = None) -> None:
                 failed.append(TUTORIAL)
     runs = [read_run(name, out_dir) for name in EXPERIMENTS]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(page(runs, shlex.join(["python", "-m", "benchmarks.results_page", *page_argv]), out_dir))
+    text = page(runs, shlex.join(["python", "-m", "benchmarks.results_page", *page_argv]), out_dir)
+    if args.only and args.out.is_file():
+        text = merged(args.out.read_text(), text, sections_of(args.only))
+    args.out.write_text(text)
     print(f"wrote {args.out}")
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy import stats
 from test_comparisons import episode_accuracies, made_up_run, t_half_width
 
@@ -103,6 +104,29 @@ def test_omniglot_jobs_run_the_preset_first_and_reevaluate_its_own_models(tmp_pa
     assert f"checkpoint={tmp_path.resolve()}/omniglot/preset/seed1" in again and "eval_only=true" in again
     assert not any(o.startswith("seed=") for o in again)  # an eval_only run takes its model's seed
     assert names.index("omniglot/no_tta/seed0") > names.index(f"omniglot/preset/seed{omniglot.SEEDS[-1]}")
+
+
+def test_results_page_only_rewrites_the_sections_it_reruns(tmp_path):
+    """`--only omniglot` writes the Omniglot section again from its runs and keeps the other sections as the page
+    had them, though their run dirs are gone; a page without the section's markers is an error, not overwritten."""
+    fake_run(tmp_path, "default", [], **{"test/acc": 0.9721, "test/acc_ci95": 0.0034, "val/best_acc": 0.975})
+    out = tmp_path / "results.md"
+    results_page.main(["--dir", str(tmp_path), "--out", str(out)])
+    before = out.read_text()
+    assert "97.21% ± 0.34%" in before and "Not run yet: `python -m benchmarks.results_page --run" in before
+    (tmp_path / "default" / "results.json").unlink()
+    for seed, lake_error in enumerate([8.0, 10.0, 12.0]):
+        omniglot_run(tmp_path, "preset", seed, lake_error, [], config="algorithm: {members: 3}\n")
+    results_page.main(["--dir", str(tmp_path), "--only", "omniglot", "--omniglot", "/data", "--out", str(out)])
+    after = out.read_text()
+    kept = before.split('## Omniglot "minimal"')[0]
+    assert after.startswith(kept) and after.endswith(before.split("## ProtoNet, MAML")[1])
+    ours = next(line for line in after.splitlines() if "experiment=omniglot_minimal` (this page)" in line)
+    assert "3 ProtoNets (an ensemble)" in ours and "10.00% ± 4.97 (3 seeds)" in ours
+    out.write_text(before.replace(results_page.MARK.format(name="omniglot"), ""))
+    with pytest.raises(SystemExit, match="the page has no section omniglot"):
+        results_page.main(["--dir", str(tmp_path), "--only", "omniglot", "--omniglot", "/data", "--out", str(out)])
+    assert "97.21%" in out.read_text()
 
 
 def test_results_page_without_runs_gives_the_command(tmp_path):
