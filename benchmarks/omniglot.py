@@ -4,8 +4,9 @@ within-alphabet one-shot runs, over seeds, beside the published numbers, and its
 `python -m benchmarks.results_page --run OUT --only omniglot --omniglot DIR` runs every entry of `RUNS` into
 OUT/omniglot/<name>/seed<k> (the preset first), one after another, each as a plain command of the tool; the page
 then shows the report's numbers (`fewshot_exp.report`) for each entry. Each other entry changes one thing against
-the preset (its own models tested without views, or the other small background set), so its row against the
-preset's is what that one thing does; the runs tried while choosing the preset are read from OUT/omniglot_tuning.
+the preset (its own models tested without views, one model instead of the ensemble, or the other small background
+set), so its row against the preset's is what that one thing does; other settings tried against it are read from
+OUT/omniglot_tuning.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 from tabulate import tabulate
 
 from benchmarks.provenance import duration
 from fewshot_exp.config import Config, flat
-from fewshot_exp.report import runs_table
+from fewshot_exp.report import runs_table, t_ci95
 
 PRESET = ["experiment=omniglot_minimal", "dataset.root={omniglot}"]
 SEEDS = (0, 1, 2)
@@ -46,7 +48,7 @@ PUBLISHED = [
     ("Deep convolutional network (Lake et al. 2015)", "24.0%", "22.3%"),
 ]
 FOLDER = "omniglot"
-TUNING = "omniglot_tuning"  # runs tried while choosing the preset, each <name>/<seed dir>, read as they are
+TUNING = "omniglot_tuning"  # other settings tried against the preset, each <name>/<seed dir>, read as they are
 
 
 def overrides_of(extra: list[str], seed: int, out: Path) -> list[str]:
@@ -81,15 +83,36 @@ def split_errors(folder: Path) -> tuple[float, float]:
     return (sum(tune) / len(tune), sum(held_out) / len(held_out)) if tune else (math.nan, math.nan)
 
 
-def rows_of(folders: dict[str, Path]) -> dict[str, pd.Series]:
-    """name -> the report's row of the runs in its folder (seeds summarised) and its split errors, for the
-    folders that hold finished runs."""
+def seed_errors(folder: Path) -> dict[int, float]:
+    """The one-shot runs' error of each finished run in `folder`, by the seed its dir is named for (seed<k>; an
+    eval_only run's is that of the model it tests)."""
+    return {int(f.parent.name.removeprefix("seed")): json.loads(f.read_text())["test/lake_error"]
+            for f in folder.glob("seed*/results.json")}  # fmt: skip
+
+
+def paired(folder: Path, preset: Path) -> str:
+    """The error of `folder`'s runs minus the preset's, seed by seed: the mean difference with its t-based 95%
+    interval over the seeds both have, or the one seed's difference."""
+    mine, base = seed_errors(folder), seed_errors(preset)
+    seeds = sorted(mine.keys() & base.keys())
+    if folder == preset or not seeds:
+        return "–"
+    differences = np.array([mine[s] - base[s] for s in seeds])
+    if len(seeds) == 1:
+        return f"{differences[0]:+.2f} (seed {seeds[0]})"
+    return f"{differences.mean():+.2f} ± {t_ci95(differences):.2f} ({len(differences)} seeds)"
+
+
+def rows_of(folders: dict[str, Path], preset: Path) -> dict[str, pd.Series]:
+    """name -> the report's row of the runs in its folder (seeds summarised), its split errors and its error
+    against the preset's (`paired`), for the folders that hold finished runs."""
     found = {}
     for name, folder in folders.items():
         table = runs_table([folder])[0] if folder.is_dir() else pd.DataFrame()
         if not table.empty and "lake_error" in table:
             tune, held_out = split_errors(folder)
-            found[name] = pd.concat([table.iloc[0], pd.Series({"tune": tune, "held_out": held_out})])
+            extra = pd.Series({"tune": tune, "held_out": held_out, "paired": paired(folder, preset)})
+            found[name] = pd.concat([table.iloc[0], extra])
     return found
 
 
@@ -106,12 +129,13 @@ def published_table(rows: dict[str, pd.Series], members: int) -> str:
 def variants_table(rows: dict[str, pd.Series], what: dict[str, str]) -> str:
     """One line per run folder: the one-shot runs' error (all ten, 01-05, 06-10), test accuracy, training time."""
     lines = [
-        [f"`{name}`", what[name], error(row), f"{row['tune']:.1f}%", f"{row['held_out']:.1f}%",
+        [f"`{name}`", what[name], error(row), row["paired"], f"{row['tune']:.1f}%", f"{row['held_out']:.1f}%",
          f"{100 * row['acc']:.2f}% ± {100 * row['ci95']:.2f}% ({int(row['episodes'])} episodes)",
-         duration(row["wall_s"]) if "wall_s" in row and pd.notna(row["wall_s"]) else "–"]
+         training(row, "–")]
         for name, row in rows.items()
     ]  # fmt: skip
-    headers = ["run", "what", "one-shot runs error", "runs 01–05", "runs 06–10", "test acc (20-way 1-shot)",
+    headers = ["run", "what", "one-shot runs error", "minus the preset's, by seed", "runs 01–05", "runs 06–10",
+               "test acc (20-way 1-shot)",
                "training time"]  # fmt: skip
     return tabulate(lines, headers=headers, tablefmt="pipe", disable_numparse=True)
 
@@ -158,6 +182,11 @@ def wall(info: list[dict[str, Any]]) -> str:
     return f"{duration(sum(times) / len(times))} per seed (the whole command)" if times else "not recorded"
 
 
+def training(row: pd.Series, missing: str = "not recorded") -> str:
+    """The mean training time of a row's seeds (the report's `wall_s`, from each run's timing.json)."""
+    return duration(row["wall_s"]) if "wall_s" in row and pd.notna(row["wall_s"]) else missing
+
+
 def commits(folders: list[Path]) -> str:
     """The distinct `git_commit`s in the results.json provenance of the runs under `folders`."""
     found = sorted({json.loads(f.read_text()).get("provenance", {}).get("git_commit") or "not recorded"
@@ -178,7 +207,8 @@ def section(out: Path, infos: dict[str, dict[str, Any]], provenance: str) -> lis
         "are the held-out check. Lower is better.",
         "",
     ]
-    rows = rows_of({name: out / FOLDER / name for name in RUNS})
+    preset = out / FOLDER / "preset"
+    rows = rows_of({name: out / FOLDER / name for name in RUNS}, preset)
     if "preset" not in rows:
         return [*lines, f"Not run yet: `{command}` runs it and writes this section.", ""]
     preset_info = [infos[n] for n in infos if n.startswith(f"{FOLDER}/preset/")]
@@ -187,9 +217,10 @@ def section(out: Path, infos: dict[str, dict[str, Any]], provenance: str) -> lis
         "",
         published_table(rows, settings(out / FOLDER / "preset" / f"seed{SEEDS[0]}").get("algorithm.members", 1)),
         "",
-        f"Wall time of the preset: {wall(preset_info)}. The interval is the t-based 95% interval over training "
-        "seeds; a single seed has none (its 200 test images give a binomial standard error of about 2 points "
-        "at 10% error).",
+        f"The preset's command: `python -m fewshot_exp experiment=omniglot_minimal dataset.root=DIR seed=S`. Its "
+        f"wall time: {wall(preset_info)}, of which training {training(rows['preset'])}. The interval is the t-based "
+        "95% interval over training seeds; a single seed has none (its 200 test images give a binomial standard "
+        "error of about 2 points at 10% error).",
         "",
         "### What each choice does",
         "",
@@ -198,23 +229,25 @@ def section(out: Path, infos: dict[str, dict[str, Any]], provenance: str) -> lis
         "on the same weights; `one_model` trains one ProtoNet instead of the ensemble, so its row against the preset's "
         "is what the ensemble does; `small2` trains on the other small background set. The numbers are the report's "
         f"(`python -m fewshot_exp.report outputs/results_page/{FOLDER}/<run>`), with the error on runs 01–05 and "
-        "06–10 apart. Test accuracy is on the background alphabets the training set lacks (the first episodes of "
-        "one sequence in every row; for `small2` other alphabets), ± over seeds where there are several, over "
-        "episodes otherwise. A test episode with 16 views takes about 17 times as long as one without.",
+        "06–10 apart, and the row's error minus the preset's on the same training seed (its mean over the seeds both "
+        "have, with the t-based 95% interval of that mean: the paired comparison). Test accuracy is on the "
+        "background alphabets the training set lacks (the first episodes of one sequence in every row; for "
+        "`small2` other alphabets), ± over seeds where there are several, over episodes otherwise. A test episode "
+        "with 16 views takes about 17 times as long as one without.",
         "",
         variants_table(rows, {name: what for name, (what, _, _) in RUNS.items()}),
         "",
     ]
     tried = tuning_runs(out / TUNING, out / FOLDER / "preset" / f"seed{SEEDS[0]}")
-    tried_rows = rows_of({name: folder for name, (folder, _) in tried.items()})
+    tried_rows = rows_of({name: folder for name, (folder, _) in tried.items()}, preset)
     if tried_rows:
         lines += [
             "### What was tried",
             "",
-            f"Runs made while choosing the preset, at commits {commits([f for f, _ in tried.values()])}, kept in "
-            f"`outputs/results_page/{TUNING}/<run>`; each row lists the settings in which it differs from the "
-            f"preset's run above (seed {SEEDS[0]}), read from the two runs' saved configs. Their training times "
-            "were not measured on an idle machine and are not comparable.",
+            f"Other settings, each tried on one seed, at commits {commits([f for f, _ in tried.values()])}, kept "
+            f"in `outputs/results_page/{TUNING}/<run>` (each a plain `python -m fewshot_exp` command with the "
+            f"preset and these settings); each row lists the settings in which it differs from the preset's run "
+            f"above (seed {SEEDS[0]}), read from the two runs' saved configs.",
             "",
             variants_table(tried_rows, {name: overrides for name, (_, overrides) in tried.items()}),
             "",

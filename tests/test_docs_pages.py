@@ -71,6 +71,8 @@ def test_results_page_omniglot_section_beside_the_published_numbers_with_its_abl
     for seed, lake_error in enumerate([8.0, 10.0, 12.0]):
         omniglot_run(tmp_path, "preset", seed, lake_error, [])
     omniglot_run(tmp_path, "no_tta", 0, 15.5, ["eval_only=true", "eval.tta=0"])
+    for seed, lake_error in enumerate([9.0, 12.0, 13.0]):
+        omniglot_run(tmp_path, "one_model", seed, lake_error, ["algorithm.members=1"])
     runs = [results_page.read_run(name, tmp_path) for name in results_page.EXPERIMENTS]
     text = results_page.page(runs, "python -m benchmarks.results_page --run out", tmp_path)
     section = text.split('## Omniglot "minimal"')[1].split("## ProtoNet, MAML")[0]
@@ -81,6 +83,10 @@ def test_results_page_omniglot_section_beside_the_published_numbers_with_its_abl
     variants = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| `")}
     assert "10.00% ± 4.97 (3 seeds)" in variants["`preset`"] and "| 11.0% " in variants["`preset`"]
     assert "15.50% (1 seed)" in variants["`no_tta`"] and "| 14.5% " in variants["`no_tta`"]
+    # against the preset, seed by seed: differences 1, 2, 1 and their t-based interval, 4.303 * 0.577 / sqrt(3)
+    cells = {name: [cell.strip() for cell in line.split("|")] for name, line in variants.items()}
+    assert "+7.50 (seed 0)" in cells["`no_tta`"] and "+1.33 ± 1.43 (3 seeds)" in cells["`one_model`"]
+    assert "–" in cells["`preset`"]
     assert "What was tried" not in section  # no tuning runs in this out dir
     # a tuning run is described by the settings of its saved config that differ from the preset's run's
     augment = "dataset: {root: /data/omniglot, augment: {enabled: true}}\ntrain: {episodes: 3000}\n"
