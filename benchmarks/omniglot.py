@@ -127,7 +127,8 @@ def published_table(rows: dict[str, pd.Series], members: int) -> str:
 
 
 def variants_table(rows: dict[str, pd.Series], what: dict[str, str]) -> str:
-    """One line per run folder: the one-shot runs' error (all ten, 01-05, 06-10), test accuracy, training time."""
+    """One line per run folder: the one-shot runs' error (all ten, against the preset's by seed, 01-05, 06-10), test
+    accuracy, training time."""
     lines = [
         [f"`{name}`", what[name], error(row), row["paired"], f"{row['tune']:.1f}%", f"{row['held_out']:.1f}%",
          f"{100 * row['acc']:.2f}% ± {100 * row['ci95']:.2f}% ({int(row['episodes'])} episodes)",
@@ -135,8 +136,7 @@ def variants_table(rows: dict[str, pd.Series], what: dict[str, str]) -> str:
         for name, row in rows.items()
     ]  # fmt: skip
     headers = ["run", "what", "one-shot runs error", "minus the preset's, by seed", "runs 01–05", "runs 06–10",
-               "test acc (20-way 1-shot)",
-               "training time"]  # fmt: skip
+               "test acc (20-way 1-shot)", "training time"]  # fmt: skip
     return tabulate(lines, headers=headers, tablefmt="pipe", disable_numparse=True)
 
 
@@ -215,7 +215,7 @@ def section(out: Path, infos: dict[str, dict[str, Any]], provenance: str) -> lis
     lines += [
         provenance,
         "",
-        published_table(rows, settings(out / FOLDER / "preset" / f"seed{SEEDS[0]}").get("algorithm.members", 1)),
+        published_table(rows, settings(preset / f"seed{SEEDS[0]}").get("algorithm.members", 1)),
         "",
         f"The preset's command: `python -m fewshot_exp experiment=omniglot_minimal dataset.root=DIR seed=S`. Its "
         f"wall time: {wall(preset_info)}, of which training {training(rows['preset'])}. The interval is the t-based "
@@ -238,13 +238,13 @@ def section(out: Path, infos: dict[str, dict[str, Any]], provenance: str) -> lis
         variants_table(rows, {name: what for name, (what, _, _) in RUNS.items()}),
         "",
     ]
-    tried = tuning_runs(out / TUNING, out / FOLDER / "preset" / f"seed{SEEDS[0]}")
+    tried = tuning_runs(out / TUNING, preset / f"seed{SEEDS[0]}")
     tried_rows = rows_of({name: folder for name, (folder, _) in tried.items()}, preset)
     if tried_rows:
         lines += [
             "### What was tried",
             "",
-            f"Other settings, each tried on one seed, at commits {commits([f for f, _ in tried.values()])}, kept "
+            f"Other settings tried against the preset, at commits {commits([f for f, _ in tried.values()])}, kept "
             f"in `outputs/results_page/{TUNING}/<run>` (each a plain `python -m fewshot_exp` command with the "
             f"preset and these settings); each row lists the settings in which it differs from the preset's run "
             f"above (seed {SEEDS[0]}), read from the two runs' saved configs.",
