@@ -115,14 +115,9 @@ def _training_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     with autocast(device, amp):
         update = algorithm.meta_update(episode, optimizer, lr_scale)
-        if update is not None:
-            return update
-        logits = algorithm(episode)
-        loss = algorithm.loss(logits, episode)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss, logits
+    if update is not None:
+        return update
+    return algorithm.gradient_step(episode, optimizer, lambda: autocast(device, amp))
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, REQUEUE_SIGNAL)

@@ -8,6 +8,7 @@ protocol only ever call `forward` and `loss`, so they never know which algorithm
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,10 +104,24 @@ class FewShotAlgorithm(nn.Module):
         test/loss, so that they mean what train/loss means for every algorithm."""
         return F.cross_entropy(logits.transpose(1, 2), episode.query_y, reduction="none").mean(1)
 
+    def gradient_step(
+        self, episode: Episode, optimizer: torch.optim.Optimizer, forward_context: Callable[[], Any] = nullcontext
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The plain training step: forward and `loss` (inside `forward_context()`, the loop's autocast), then the
+        gradients cleared (set to None), backward and a step of `optimizer`; returns (loss, logits). A parameter left
+        without a gradient, such as another ensemble member's, is not moved."""
+        with forward_context():
+            logits = self(episode)
+            loss = self.loss(logits, episode)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss, logits
+
     def meta_update(
         self, episode: Episode, optimizer: torch.optim.Optimizer, lr_scale: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """One training step for an algorithm whose outer update is not `loss.backward(); optimizer.step()`
-        (Reptile): update the parameters and return (loss, logits) to log. None: use the loop's gradient step.
+        (Reptile): update the parameters and return (loss, logits) to log. None: use `gradient_step`.
         `lr_scale` is the learning-rate schedule's current factor, for an update that is not the optimizer's."""
         return None

@@ -53,18 +53,13 @@ class Ensemble(FewShotAlgorithm):
         self, episode: Episode, optimizer: torch.optim.Optimizer, lr_scale: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each member's own update on the episode, one after the other: its `meta_update` where it has one, else
-        its loss's backward and a step of the shared optimizer. Gradients are cleared (set to None) before each, so
-        a step moves only the member whose gradients it holds. Returns the ensemble's loss and logits."""
+        its `gradient_step` with the shared optimizer. Gradients are cleared (set to None) before each, so a step
+        moves only the member whose gradients it holds. Returns the ensemble's loss and logits."""
         logits = []
         for member in self.members:
             update = member.meta_update(episode, optimizer, lr_scale)
             if update is None:
-                member_logits = member(episode)
-                loss = member.loss(member_logits, episode)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                update = loss, member_logits
+                update = member.gradient_step(episode, optimizer)
             logits.append(update[1].detach())
         pooled = mean_probabilities(logits)
         return self.loss(pooled, episode), pooled
