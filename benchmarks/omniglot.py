@@ -71,47 +71,46 @@ def error(row: pd.Series) -> str:
     return f"{row['lake_error']:.2f}%{interval} ({seeds} seed{'s' if seeds > 1 else ''})"
 
 
-def split_errors(folder: Path) -> tuple[float, float]:
+def run_results(folder: Path) -> dict[str, dict[str, Any]]:
+    """The results.json of each finished run in `folder`, by its dir's name (seed<k>; an eval_only run's names the
+    seed of the model it tests)."""
+    return {f.parent.name: json.loads(f.read_text()) for f in sorted(folder.glob("*/results.json"))}
+
+
+def split_errors(results: dict[str, dict[str, Any]]) -> tuple[float, float]:
     """Mean error over the seeds' runs 01-05 (what the preset was tuned on) and runs 06-10 (held out)."""
     tune, held_out = [], []
-    for results_file in sorted(folder.glob("*/results.json")):
-        results = json.loads(results_file.read_text())
-        errors = [results.get(f"test/lake_error/run{i:02d}") for i in range(1, 11)]
+    for run in results.values():
+        errors = [run.get(f"test/lake_error/run{i:02d}") for i in range(1, 11)]
         if None not in errors:
             tune.append(sum(errors[:5]) / 5)
             held_out.append(sum(errors[5:]) / 5)
     return (sum(tune) / len(tune), sum(held_out) / len(held_out)) if tune else (math.nan, math.nan)
 
 
-def seed_errors(folder: Path) -> dict[int, float]:
-    """The one-shot runs' error of each finished run in `folder`, by the seed its dir is named for (seed<k>; an
-    eval_only run's is that of the model it tests)."""
-    return {int(f.parent.name.removeprefix("seed")): json.loads(f.read_text())["test/lake_error"]
-            for f in folder.glob("seed*/results.json")}  # fmt: skip
-
-
-def paired(folder: Path, preset: Path) -> str:
-    """The error of `folder`'s runs minus the preset's, seed by seed: the mean difference with its t-based 95%
-    interval over the seeds both have, or the one seed's difference."""
-    mine, base = seed_errors(folder), seed_errors(preset)
-    seeds = sorted(mine.keys() & base.keys())
-    if folder == preset or not seeds:
+def paired(results: dict[str, dict[str, Any]], preset: dict[str, dict[str, Any]]) -> str:
+    """The error of a folder's runs minus the preset's runs' (`run_results` both), seed by seed: the mean
+    difference with its t-based 95% interval over the seeds both have, or the one seed's difference."""
+    seeds = sorted(results.keys() & preset.keys())
+    if not seeds:
         return "–"
-    differences = np.array([mine[s] - base[s] for s in seeds])
+    differences = np.array([results[s]["test/lake_error"] - preset[s]["test/lake_error"] for s in seeds])
     if len(seeds) == 1:
-        return f"{differences[0]:+.2f} (seed {seeds[0]})"
+        return f"{differences[0]:+.2f} (seed {seeds[0].removeprefix('seed')})"
     return f"{differences.mean():+.2f} ± {t_ci95(differences):.2f} ({len(differences)} seeds)"
 
 
 def rows_of(folders: dict[str, Path], preset: Path) -> dict[str, pd.Series]:
     """name -> the report's row of the runs in its folder (seeds summarised), its split errors and its error
-    against the preset's (`paired`), for the folders that hold finished runs."""
-    found = {}
+    against the preset's runs in `preset` (`paired`), for the folders that hold finished runs."""
+    found, preset_results = {}, run_results(preset)
     for name, folder in folders.items():
         table = runs_table([folder])[0] if folder.is_dir() else pd.DataFrame()
         if not table.empty and "lake_error" in table:
-            tune, held_out = split_errors(folder)
-            extra = pd.Series({"tune": tune, "held_out": held_out, "paired": paired(folder, preset)})
+            results = run_results(folder)
+            tune, held_out = split_errors(results)
+            against = "–" if folder == preset else paired(results, preset_results)
+            extra = pd.Series({"tune": tune, "held_out": held_out, "paired": against})
             found[name] = pd.concat([table.iloc[0], extra])
     return found
 
